@@ -1,0 +1,369 @@
+//! Least-loaded, sticky, deterministic allocation of an address pool over eligible nodes.
+//!
+//! [`allocate`] is a pure function: the same pool, eligible set and current assignment give the same
+//! [`Allocation`] on every node of a cluster, so any node can compute it and all agree.
+//! It does no IO, reads no clock, draws no random numbers and cannot fail.
+//!
+//! # Rules
+//!
+//! 1. Every active address is held by exactly one eligible node (by none if no node is eligible).
+//!    Tombstoned addresses, and addresses of `current` that are not in the pool, are dropped.
+//! 2. Loads are balanced: any two eligible nodes hold counts that differ by at most one.
+//! 3. Assignments are sticky and the number of moves is the least that rule 2 allows.
+//!    A node that leaves moves only its own addresses; a node that joins takes only what balance
+//!    requires, and only from nodes that hold more than their share.
+//! 4. Addresses that must be placed go, in pool order, to the least-loaded node.
+//!    Ties go to the node with the lowest [`tie_break_hash`] of (node id, address), so spare
+//!    addresses spread over the nodes instead of always landing on the same one.
+//! 5. From an empty assignment this is the original Fechter's rule: least-loaded, in pool order.
+//! 6. The result depends only on the inputs' values, never on iteration order of hash tables.
+//!
+//! # Algorithm
+//!
+//! With `T` active addresses and `n` eligible nodes, a balanced result has `T % n` nodes holding
+//! `T / n + 1` addresses (the ceiling slots) and the others `T / n`.
+//! A node keeps `min(its current load, its target)` of its addresses, so the fewest moves come from
+//! handing the ceiling slots to the nodes that already hold more than `T / n`, the most loaded first.
+//!
+//! 1. Each active address already on an eligible node stays there for now; everything else
+//!    (unassigned, or on a node that is gone or ineligible) is waiting to be placed.
+//! 2. Nodes holding more than `T / n` are ranked by load, most first (ties: lowest node key of
+//!    [`tie_break_hash`], then node id) and the first `T % n` of them may keep `T / n + 1`;
+//!    the rest keep `T / n`.
+//!    An overloaded node gives up the addresses it ranks worst: those with the highest
+//!    [`tie_break_hash`] for that node (a 64-bit tie goes by pool order, the later one leaves).
+//!    Its best-ranked addresses therefore stay put across repeated rebalancing.
+//! 3. The waiting addresses are placed in pool order, each on a least-loaded node, ties by the
+//!    lowest [`tie_break_hash`].
+//!    Nodes sit in buckets by load; only the bucket at the lowest load is scanned, and a node that
+//!    receives an address leaves it for the next one.
+//!    Every node ends at `T / n` or `T / n + 1`, and no placed address returns to a node that gave
+//!    it up, so every move is needed and their number is the minimum.
+//!
+//! Placement from an empty assignment hashes each address against the nodes still in the lowest
+//! bucket, about `T * n / 2` hashes in all, each one multiply-xorshift mix of two precomputed keys.
+//!
+//! # Pool order and duplicates
+//!
+//! The pool lists entries in the order they were added; a removed entry stays in place as a tombstone.
+//! An address is active when at least one of its entries is active, and it takes the place of its
+//! first active entry (or of its first entry, when all are tombstones).
+//! [`Allocation::moves`] follows that order; drops of addresses unknown to the pool come last, in
+//! address order.
+//!
+//! # Hash
+//!
+//! See [`tie_break_hash`]: FNV-1a 64 over the node id and over the address octets, each finished with
+//! the splitmix64 finalizer, combined by one more splitmix64 finalizer.
+//! It is fixed by its definition, identical on every machine, and pinned by tests.
+#![deny(missing_docs)]
+
+mod hash;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+pub use crate::hash::tie_break_hash;
+
+/// Whether a pool entry still asks for its address to be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntryState {
+    /// The address must be held by one eligible node.
+    Active,
+    /// The entry was removed: it keeps its place in the pool but is never assigned.
+    Tombstone,
+}
+
+/// One address of the pool, as configured by the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolEntry {
+    /// The interface the address is added to, e.g. `eth0`.
+    pub interface: String,
+    /// The address itself.
+    pub address: IpAddr,
+    /// The prefix length the address is added with.
+    pub prefix_len: u8,
+    /// Whether the entry is active or removed.
+    pub state: EntryState,
+}
+
+/// Current or new assignment: address -> node id. Node ids are opaque strings (fechter uses "ip:port").
+pub type Assignment = BTreeMap<IpAddr, String>;
+
+/// One address whose holder changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Move {
+    /// The address that changes hands.
+    pub address: IpAddr,
+    /// The node that held it, `None` if it was unassigned.
+    pub from: Option<String>,
+    /// The node that holds it now, `None` if it is unassigned now.
+    pub to: Option<String>,
+}
+
+/// The result of [`allocate`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Allocation {
+    /// The new assignment: every active address on one eligible node, nothing else.
+    pub assignment: Assignment,
+    /// One entry per address whose holder changes, in pool order (see the crate docs).
+    pub moves: Vec<Move>,
+}
+
+/// Assigns the active addresses of `pool` to the `eligible` nodes, starting from `current`.
+///
+/// `pool` is ordered as addresses were added (tombstones included, never assigned).
+/// `eligible` holds the node ids that may hold addresses.
+/// `current` may name nodes that are gone or ineligible, and addresses that are tombstoned or not
+/// in the pool at all: all of those are moved or dropped.
+/// See the crate documentation for the rules and the algorithm.
+pub fn allocate(pool: &[PoolEntry], eligible: &BTreeSet<String>, current: &Assignment) -> Allocation {
+    let nodes = Nodes::new(eligible);
+    let mut addresses = distinct_addresses(pool);
+    let unknown = attach_current_holders(&mut addresses, current, &nodes);
+    let by_position = order_by_position(&addresses, pool.len());
+
+    if !nodes.ids.is_empty() {
+        let mut loads = vec![0_usize; nodes.ids.len()];
+        for address in addresses.iter_mut().filter(|address| address.active) {
+            address.next_node = address.previous_node;
+            if let Some(node) = address.next_node {
+                loads[node] += 1;
+            }
+        }
+        let active_count = addresses.iter().filter(|address| address.active).count();
+        shed_excess(&mut addresses, &by_position, &nodes, &mut loads, active_count);
+        place_waiting(&mut addresses, &by_position, &nodes, &loads);
+    }
+
+    let assignment = addresses
+        .iter()
+        .filter_map(|address| {
+            let node = address.next_node?;
+            Some((address.address, nodes.ids[node].to_owned()))
+        })
+        .collect();
+    let moves = by_position
+        .iter()
+        .map(|&index| &addresses[index])
+        .filter(|address| address.holder_changes())
+        .map(|address| Move {
+            address: address.address,
+            from: address.previous.map(str::to_owned),
+            to: address.next_node.map(|node| nodes.ids[node].to_owned()),
+        })
+        .chain(unknown.into_iter().map(|(address, holder)| Move {
+            address,
+            from: Some(holder.to_owned()),
+            to: None,
+        }))
+        .collect();
+    Allocation { assignment, moves }
+}
+
+/// The eligible nodes, indexed in id order, with their precomputed hash keys.
+struct Nodes<'a> {
+    ids: Vec<&'a str>,
+    keys: Vec<u64>,
+}
+
+impl<'a> Nodes<'a> {
+    fn new(eligible: &'a BTreeSet<String>) -> Self {
+        let ids: Vec<&str> = eligible.iter().map(String::as_str).collect();
+        let keys = ids.iter().map(|id| hash::node_key(id)).collect();
+        Nodes { ids, keys }
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        // The ids come from a BTreeSet, so they are sorted and distinct.
+        self.ids.binary_search(&id).ok()
+    }
+}
+
+/// One distinct address of the pool and what happens to it.
+struct PoolAddress<'a> {
+    address: IpAddr,
+    /// Index of the pool entry that gives the address its place in pool order.
+    position: usize,
+    active: bool,
+    /// The holder named by `current`, eligible or not.
+    previous: Option<&'a str>,
+    /// The holder named by `current`, when it is eligible and the address is active.
+    previous_node: Option<usize>,
+    /// The holder in the result.
+    next_node: Option<usize>,
+}
+
+impl PoolAddress<'_> {
+    fn holder_changes(&self) -> bool {
+        match (self.previous, self.next_node) {
+            (None, None) => false,
+            (Some(_), Some(next)) => self.previous_node != Some(next),
+            (Some(_), None) | (None, Some(_)) => true,
+        }
+    }
+}
+
+/// The distinct addresses of `pool`, sorted by address (the order of [`Assignment`]).
+fn distinct_addresses(pool: &[PoolEntry]) -> Vec<PoolAddress<'_>> {
+    let mut entries: Vec<(IpAddr, EntryState, usize)> =
+        pool.iter().enumerate().map(|(position, entry)| (entry.address, entry.state, position)).collect();
+    // Active sorts before Tombstone, so the first entry of each address is its first active one
+    // if it has any, and its first entry otherwise.
+    entries.sort_unstable();
+    entries.dedup_by_key(|entry| entry.0);
+    entries
+        .into_iter()
+        .map(|(address, state, position)| PoolAddress {
+            address,
+            position,
+            active: state == EntryState::Active,
+            previous: None,
+            previous_node: None,
+            next_node: None,
+        })
+        .collect()
+}
+
+/// Records the current holder of each pool address; returns the held addresses that are not in the pool.
+fn attach_current_holders<'a>(
+    addresses: &mut [PoolAddress<'a>],
+    current: &'a Assignment,
+    nodes: &Nodes<'_>,
+) -> Vec<(IpAddr, &'a str)> {
+    let mut unknown = Vec::new();
+    let mut cursor = 0;
+    // Both sides are sorted by address, so one merge pass pairs them up.
+    for (&address, holder) in current {
+        while addresses.get(cursor).is_some_and(|slot| slot.address < address) {
+            cursor += 1;
+        }
+        match addresses.get_mut(cursor) {
+            Some(slot) if slot.address == address => {
+                slot.previous = Some(holder);
+                if slot.active {
+                    slot.previous_node = nodes.index_of(holder);
+                }
+            }
+            _ => unknown.push((address, holder.as_str())),
+        }
+    }
+    unknown
+}
+
+/// Indices into `addresses`, in pool order.
+fn order_by_position(addresses: &[PoolAddress<'_>], pool_len: usize) -> Vec<usize> {
+    let mut at_position = vec![None; pool_len];
+    for (index, address) in addresses.iter().enumerate() {
+        at_position[address.position] = Some(index);
+    }
+    at_position.into_iter().flatten().collect()
+}
+
+/// Takes from overloaded nodes the addresses that balance requires them to give up.
+fn shed_excess(
+    addresses: &mut [PoolAddress<'_>],
+    by_position: &[usize],
+    nodes: &Nodes<'_>,
+    loads: &mut [usize],
+    active_count: usize,
+) {
+    let node_count = loads.len();
+    let base = active_count / node_count;
+    let ceiling_slots = active_count % node_count;
+
+    let mut above_base: Vec<usize> = (0..node_count).filter(|&node| loads[node] > base).collect();
+    if above_base.len() > ceiling_slots {
+        // Which of the tied nodes keep a ceiling slot does not change the number of moves; ranking
+        // them by node key rather than by id avoids always taking from the same end of the id space.
+        above_base.sort_unstable_by_key(|&node| (Reverse(loads[node]), nodes.keys[node], node));
+    }
+    let mut excess = vec![0_usize; node_count];
+    for (rank, &node) in above_base.iter().enumerate() {
+        let target = if rank < ceiling_slots { base + 1 } else { base };
+        excess[node] = loads[node] - target;
+    }
+
+    // Every address of a node with excess, ranked so that each node's worst-ranked addresses come first.
+    let mut candidates: Vec<(usize, Reverse<u64>, Reverse<usize>, usize)> = by_position
+        .iter()
+        .filter_map(|&index| {
+            let address = &addresses[index];
+            let node = address.next_node?;
+            (excess[node] > 0).then(|| {
+                let hash = hash::combine(nodes.keys[node], hash::address_key(address.address));
+                (node, Reverse(hash), Reverse(address.position), index)
+            })
+        })
+        .collect();
+    candidates.sort_unstable();
+    for (node, _, _, index) in candidates {
+        if excess[node] > 0 {
+            excess[node] -= 1;
+            loads[node] -= 1;
+            addresses[index].next_node = None;
+        }
+    }
+}
+
+/// Places every active address without a holder, in pool order, on a least-loaded node.
+fn place_waiting(
+    addresses: &mut [PoolAddress<'_>],
+    by_position: &[usize],
+    nodes: &Nodes<'_>,
+    loads: &[usize],
+) {
+    let mut by_load: Vec<usize> = (0..loads.len()).collect();
+    by_load.sort_by_key(|&node| loads[node]);
+    let mut not_yet_lowest = by_load.into_iter().peekable();
+    let mut level = 0;
+
+    // The nodes at the lowest load `level`, as parallel vectors so the scan reads keys contiguously,
+    // and the nodes that already received an address at this level.
+    let mut lowest_ids: Vec<usize> = Vec::new();
+    let mut lowest_keys: Vec<u64> = Vec::new();
+    let mut raised_ids: Vec<usize> = Vec::new();
+    let mut raised_keys: Vec<u64> = Vec::new();
+
+    for &index in by_position {
+        let address = &mut addresses[index];
+        if !address.active || address.next_node.is_some() {
+            continue;
+        }
+        if lowest_ids.is_empty() {
+            // Everyone at the old level has received one, so they form the next level together
+            // with the nodes that started there.
+            std::mem::swap(&mut lowest_ids, &mut raised_ids);
+            std::mem::swap(&mut lowest_keys, &mut raised_keys);
+            level = match (lowest_ids.first(), not_yet_lowest.peek()) {
+                (Some(_), _) => level + 1,
+                (None, Some(&node)) => loads[node],
+                (None, None) => return,
+            };
+            while let Some(node) = not_yet_lowest.next_if(|&node| loads[node] == level) {
+                lowest_ids.push(node);
+                lowest_keys.push(nodes.keys[node]);
+            }
+        }
+
+        let address_key = hash::address_key(address.address);
+        let mut best_slot = 0;
+        let mut best_hash = u64::MAX;
+        for (slot, &node_key) in lowest_keys.iter().enumerate() {
+            let hash = hash::combine(node_key, address_key);
+            // Equal hashes need equal node keys; the node id order then decides, whatever the slot order.
+            if hash < best_hash || (hash == best_hash && lowest_ids[slot] < lowest_ids[best_slot]) {
+                best_slot = slot;
+                best_hash = hash;
+            }
+        }
+        let node = lowest_ids.swap_remove(best_slot);
+        let node_key = lowest_keys.swap_remove(best_slot);
+        address.next_node = Some(node);
+        raised_ids.push(node);
+        raised_keys.push(node_key);
+    }
+}

@@ -1,0 +1,1 @@
+//! The fechter daemon: gossip membership, leader allocation and address reconciliation

@@ -1,0 +1,2 @@
+//! The README demo.
+fn main() {}

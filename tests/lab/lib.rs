@@ -1,0 +1,1 @@
+//! The namespace lab used by the end-to-end tests and the demo.
