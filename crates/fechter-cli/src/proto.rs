@@ -99,10 +99,7 @@ impl Reply {
 
     /// An error reply in this build's protocol version.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
-        Reply {
-            version: PROTOCOL_VERSION,
-            outcome: Outcome::Error { kind, message: message.into() },
-        }
+        Reply { version: PROTOCOL_VERSION, outcome: Outcome::Error { kind, message: message.into() } }
     }
 }
 
