@@ -63,13 +63,13 @@ fn pinned_hash_values() {
     // These values are part of the cluster-wide contract: every node must compute the same ranking.
     // They were computed by an independent Python implementation of the rustdoc's definition.
     // They must never change; if this test fails, the hash changed.
-    assert_eq!(tie_break_hash("", IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0x6e9e_b76c_64c3_0b47);
-    assert_eq!(tie_break_hash(A, v4(20)), 0x1b09_6a63_4abd_5a8e);
-    assert_eq!(tie_break_hash(B, v4(20)), 0x9e62_fc3a_868b_f44e);
-    assert_eq!(tie_break_hash(C, v4(20)), 0x4992_ae62_a655_231b);
+    assert_eq!(tie_break_hash("", IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0xfb53_97d1_6e9e_b76c);
+    assert_eq!(tie_break_hash(A, v4(20)), 0x29c9_9d14_1b09_6a63);
+    assert_eq!(tie_break_hash(B, v4(20)), 0x3c0d_d8cf_9e62_fc3a);
+    assert_eq!(tie_break_hash(C, v4(20)), 0xe4fe_67af_4992_ae62);
     assert_eq!(
         tie_break_hash(A, IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
-        0xa1d0_47e9_b2cb_6c4c
+        0x8d16_fcc5_a1d0_47e9
     );
 }
 
@@ -79,6 +79,9 @@ fn hash_building_blocks() {
     assert_eq!(hash::fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
     assert_eq!(hash::fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     assert_eq!(hash::mix(0), 0);
+    // The first and last group keys: the splitmix64 sequence from seed 0.
+    assert_eq!(hash::GROUP_KEYS[0], 0xe220_a839_7b1d_cdaf);
+    assert_eq!(hash::GROUP_KEYS[63], 0xe255_b237_b8bb_18fb);
     // Pinning the halves separately tells which one changed.
     assert_eq!(hash::node_key(""), 0xf52a_15e9_a9b5_e89b);
     assert_eq!(hash::node_key("a"), 0x02c0_bdbf_4814_20f8);
@@ -95,12 +98,14 @@ fn three_nodes_four_addresses_one_leaves() {
     // The original Fechter swapped the survivors' addresses here; only the leaver's addresses move.
     let pool = [active(v4(20)), active(v4(21)), active(v4(22)), active(v4(23))];
     let before = [(v4(20), A), (v4(21), B), (v4(22), C), (v4(23), A)];
+    // B and C hold one each, so .20 (first in pool order) goes to B, which ranks it better
+    // (see `pinned_hash_values`), and .23 to C, the least loaded then.
     check(
         &pool,
         &[B, C],
         &before,
-        &[(v4(20), C), (v4(21), B), (v4(22), C), (v4(23), B)],
-        &[moved(v4(20), Some(A), Some(C)), moved(v4(23), Some(A), Some(B))],
+        &[(v4(20), B), (v4(21), B), (v4(22), C), (v4(23), C)],
+        &[moved(v4(20), Some(A), Some(B)), moved(v4(23), Some(A), Some(C))],
     );
 }
 
@@ -205,6 +210,41 @@ fn spare_addresses_do_not_always_land_on_the_same_node() {
 }
 
 #[test]
+fn full_hash_tie_goes_to_the_lowest_node_id() {
+    // Found by search: the same group and the same 32-bit node rank for this address.
+    let (first, second) = ("n257996", "n746738");
+    assert_eq!(tie_break_hash(first, v4(20)), tie_break_hash(second, v4(20)));
+    check(&[active(v4(20))], &[second, first], &[], &[(v4(20), first)], &[moved(v4(20), None, Some(first))]);
+}
+
+#[test]
+fn group_rank_tie_is_settled_by_node_rank_across_groups() {
+    // Found by search: groups 18 and 57 rank this address equally in the high half of the hash.
+    let address = IpAddr::V4(Ipv4Addr::new(10, 12, 189, 156));
+    // Pick the pair so that the better-ranked node has the higher id: its group is then searched
+    // second, and only a real cross-group comparison finds it.
+    let ids: Vec<String> = (0..2_000).map(|n| format!("n{n}")).collect();
+    let group = |id: &String| hash::group_of(hash::node_key(id));
+    let node_rank = |id: &String| tie_break_hash(id, address) & 0xffff_ffff;
+    let (loser, winner) = ids
+        .iter()
+        .filter(|id| group(id) == 18 || group(id) == 57)
+        .flat_map(|low| ids.iter().map(move |high| (low, high)))
+        .find(|(low, high)| {
+            low < high && group(high) == 18 + 57 - group(low) && node_rank(high) < node_rank(low)
+        })
+        .expect("a pair exists among the first 2 000 ids");
+    assert_eq!(tie_break_hash(loser, address) >> 32, tie_break_hash(winner, address) >> 32);
+    check(
+        &[active(address)],
+        &[loser, winner],
+        &[],
+        &[(address, winner)],
+        &[moved(address, None, Some(winner))],
+    );
+}
+
+#[test]
 fn stable_when_nothing_changes() {
     let pool: Vec<PoolEntry> = (0..50).map(|last| active(v4(last))).collect();
     let eligible = node_set(&[A, B, C, D]);
@@ -267,7 +307,7 @@ fn check_rules(
     // Rule 2: balance over every eligible node, including empty ones.
     let mut final_loads: BTreeMap<&str, usize> = eligible.iter().map(|node| (node.as_str(), 0)).collect();
     for node in new.values() {
-        *final_loads.get_mut(node.as_str()).unwrap_or(&mut 0) += 1;
+        *final_loads.entry(node.as_str()).or_default() += 1;
     }
     let lightest = final_loads.values().min().copied().unwrap_or(0);
     let heaviest = final_loads.values().max().copied().unwrap_or(0);
@@ -281,7 +321,7 @@ fn check_rules(
         let Some(holder) = current.get(&address).filter(|node| eligible.contains(*node)) else {
             continue;
         };
-        *kept_loads.get_mut(holder.as_str()).unwrap_or(&mut 0) += 1;
+        *kept_loads.entry(holder.as_str()).or_default() += 1;
         let bucket = if new.get(&address) == Some(holder) { &mut stayed } else { &mut lost };
         bucket.entry(holder.as_str()).or_default().push(address);
     }
@@ -306,7 +346,7 @@ fn check_rules(
     let mut loads: BTreeMap<&str, usize> = eligible.iter().map(|node| (node.as_str(), 0)).collect();
     for (address, node) in new {
         if current.get(address) == Some(node) {
-            *loads.get_mut(node.as_str()).unwrap_or(&mut 0) += 1;
+            *loads.entry(node.as_str()).or_default() += 1;
         }
     }
     for address in active_in_order.iter().filter(|address| current.get(address) != new.get(address)) {
@@ -319,7 +359,7 @@ fn check_rules(
         let placed_on = new.get(address).map(String::as_str);
         assert_eq!(placed_on, expected, "{address} not on the least-loaded node");
         if let Some(node) = placed_on {
-            *loads.get_mut(node).unwrap_or(&mut 0) += 1;
+            *loads.entry(node).or_default() += 1;
         }
     }
 }
