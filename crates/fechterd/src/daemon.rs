@@ -1,0 +1,782 @@
+//! The runtime: one event loop that owns the node's state and turns decisions into side effects.
+//!
+//! [`Daemon`] waits on a closed set of inputs (a new gossip view, a network event, a control
+//! command, a gateway ping result, the reconcile and refresh timers, shutdown). After each one it
+//! runs one level-triggered step: decode the view, merge the pool, lead if it is this node's turn,
+//! reconcile the interfaces with the followed assignment, and publish what this node really holds.
+//! The daemon is generic over [`Net`], so tests run whole clusters in one process on a fake.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fechter_alloc::Assignment;
+use fechter_cli::proto::{
+    AddressStatus, AdminState, Body, Command, ConnectivityReport, ErrorKind, InfoReport, Liveness, NodeInfo,
+    Reply, StatusReport,
+};
+use fechter_gossip::{ClusterView, GossipHandle};
+use fechter_netops::{AddressSpec, AnnounceConfig, Net, NetError, NetEvent, PingError};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Interval, MissedTickBehavior};
+use tracing::{debug, error, info, warn};
+
+use crate::cluster::{
+    ASSIGN_PREFIX, Admin, COMMIT_KEY, Cluster, CommitRef, DecodeProblem, HELD_PREFIX, HeldRecord, NODE_KEY,
+    NodeState, NodeStatus, POOL_PREFIX, compare_ids, decode_node, encode,
+};
+use crate::control::ControlRequest;
+use crate::gateway::GatewayState;
+use crate::hlc::HybridClock;
+use crate::leader::{Decision, LeaderInput, adopt, commit_value, decide, leader};
+use crate::options::{Options, SETTLE_INTERVALS};
+use crate::persist::save_pool;
+use crate::pool::{Pool, PoolError, PoolRecord};
+use crate::reconcile::{Placement, ReconcileInput, by_interface, plan};
+
+/// How often the daemon reconciles even when nothing reported a change.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything the daemon needs besides its collaborators.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// This node's id, `ip:port`; also its gossip node name.
+    pub node_id: String,
+    /// The gateway to ping.
+    pub gateway: IpAddr,
+    /// Where the pool is saved.
+    pub state_dir: PathBuf,
+    /// Start admin-up.
+    pub admin_up: bool,
+    /// Hold addresses only while this many live nodes are seen (0: off).
+    pub quorum: usize,
+    /// How long after start the node neither leads nor acquires, so it hears its peers first.
+    pub settle_time: Duration,
+    /// How acquisitions are announced.
+    pub announce: AnnounceConfig,
+    /// How often held addresses are announced again, if at all.
+    pub refresh_interval: Option<Duration>,
+    /// How often the gateway is pinged.
+    pub ping_interval: Duration,
+    /// How long a ping waits for its reply.
+    pub ping_timeout: Duration,
+    /// How often the daemon reconciles without a trigger.
+    pub reconcile_interval: Duration,
+}
+
+impl DaemonConfig {
+    /// The configuration the command line asks for.
+    pub fn from_options(options: &Options) -> DaemonConfig {
+        DaemonConfig {
+            node_id: options.node_id(),
+            gateway: options.gateway,
+            state_dir: options.state_dir.clone(),
+            admin_up: options.up,
+            quorum: options.quorum,
+            settle_time: options.gossip_interval() * SETTLE_INTERVALS,
+            announce: AnnounceConfig {
+                count: options.announce_count,
+                interval: Duration::from_millis(options.announce_interval_ms),
+            },
+            refresh_interval: options.refresh_interval(),
+            ping_interval: Duration::from_millis(options.ping_interval_ms),
+            ping_timeout: Duration::from_millis(options.ping_timeout_ms),
+            reconcile_interval: RECONCILE_INTERVAL,
+        }
+    }
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// Network events could not be subscribed to.
+    #[error("subscribing to network events: {0}")]
+    Subscribe(#[source] NetError),
+    /// The gossip driver stopped while the daemon was running.
+    #[error("the gossip driver stopped unexpectedly")]
+    GossipStopped,
+}
+
+/// Removes every fechter-owned address on every interface: leftovers of an earlier run that
+/// crashed. Call it before joining the cluster. Returns how many were removed.
+pub async fn remove_stale_addresses<N: Net>(net: &N) -> Result<usize, NetError> {
+    let mut removed = 0;
+    for installed in net.list_addresses().await?.into_iter().filter(|installed| installed.owned) {
+        let spec = installed.spec();
+        net.remove_address(&spec).await?;
+        info!(address = %spec, "removed a stale address left by an earlier run");
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// One input of the event loop.
+enum Input {
+    View,
+    Net(NetEvent),
+    NetClosed,
+    Control(ControlRequest),
+    ControlClosed,
+    Gateway(Result<Duration, PingError>),
+    Timer,
+    Refresh,
+    Settled,
+    Shutdown,
+}
+
+/// A running node's state.
+pub struct Daemon<N: Net> {
+    config: DaemonConfig,
+    net: Arc<N>,
+    gossip: GossipHandle,
+    view: watch::Receiver<Arc<ClusterView>>,
+    clock: HybridClock,
+    pool: Pool,
+    applied: Option<Decision>,
+    /// The commit of the decision the last successful reconcile worked from.
+    reconciled: Option<CommitRef>,
+    admin: Admin,
+    gateway: GatewayState,
+    settle_at: Instant,
+    eligible: bool,
+    owned: Vec<Placement>,
+    conflicted: BTreeSet<IpAddr>,
+    leader: Option<String>,
+    reported_problems: BTreeSet<DecodeProblem>,
+}
+
+impl<N: Net> Daemon<N> {
+    /// A daemon for an already spawned gossip driver, starting from the pool loaded from disk.
+    pub fn new(config: DaemonConfig, net: N, gossip: GossipHandle, pool: Pool) -> Daemon<N> {
+        let mut clock = HybridClock::new();
+        for stamp in pool.stamps() {
+            clock.observe(stamp);
+        }
+        let admin = if config.admin_up { Admin::Up } else { Admin::Down };
+        let view = gossip.watch();
+        Daemon {
+            settle_at: Instant::now() + config.settle_time,
+            config,
+            net: Arc::new(net),
+            gossip,
+            view,
+            clock,
+            pool,
+            applied: None,
+            reconciled: None,
+            admin,
+            gateway: GatewayState::new(),
+            eligible: false,
+            owned: Vec::new(),
+            conflicted: BTreeSet::new(),
+            leader: None,
+            reported_problems: BTreeSet::new(),
+        }
+    }
+
+    /// Runs until `shutdown` completes, then releases every address, leaves the cluster and returns.
+    pub async fn run(
+        mut self,
+        mut control: mpsc::Receiver<ControlRequest>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let mut net_events = self.net.subscribe().map_err(DaemonError::Subscribe)?;
+        let (ping_results, mut gateway_results) = mpsc::channel(4);
+        let pinger = tokio::spawn(ping_gateway(
+            Arc::clone(&self.net),
+            self.config.gateway,
+            self.config.ping_interval,
+            self.config.ping_timeout,
+            ping_results,
+        ));
+        self.settle_at = Instant::now() + self.config.settle_time;
+        info!(node = %self.config.node_id, admin = ?self.admin, pool = self.pool.records().count(), "fechterd started");
+        self.republish_pool().await;
+
+        let mut timer = interval(self.config.reconcile_interval);
+        let mut refresh = self.config.refresh_interval.map(|period| {
+            let mut refresh = interval(period);
+            refresh.reset();
+            refresh
+        });
+        let settle_deadline = tokio::time::Instant::from_std(self.settle_at);
+        let (mut net_open, mut control_open, mut settle_pending) = (true, true, true);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let result = loop {
+            let input = tokio::select! {
+                () = &mut shutdown => Input::Shutdown,
+                changed = self.view.changed() => match changed {
+                    Ok(()) => Input::View,
+                    Err(_) => break Err(DaemonError::GossipStopped),
+                },
+                event = net_events.recv(), if net_open => event.map_or(Input::NetClosed, Input::Net),
+                request = control.recv(), if control_open => request.map_or(Input::ControlClosed, Input::Control),
+                Some(result) = gateway_results.recv() => Input::Gateway(result),
+                _ = timer.tick() => Input::Timer,
+                () = tick_optional(&mut refresh) => Input::Refresh,
+                () = tokio::time::sleep_until(settle_deadline), if settle_pending => Input::Settled,
+            };
+            let wall_ms = wall_clock_ms();
+            match input {
+                Input::Shutdown => break Ok(()),
+                Input::View | Input::Timer => {}
+                Input::Net(event) => debug!(?event, "network event"),
+                Input::NetClosed => {
+                    warn!("network events stopped; relying on the periodic reconcile");
+                    net_open = false;
+                }
+                Input::Control(request) => {
+                    let reply = self.handle_command(request.command, wall_ms).await;
+                    // A dropped receiver only means the client went away.
+                    let _ = request.reply.send(reply);
+                }
+                Input::ControlClosed => control_open = false,
+                Input::Gateway(result) => self.record_ping(result),
+                Input::Refresh => self.refresh().await,
+                Input::Settled => {
+                    debug!("settled: this node may now lead and acquire");
+                    settle_pending = false;
+                }
+            }
+            self.step(Instant::now()).await;
+        };
+        pinger.abort();
+        self.shut_down().await;
+        result
+    }
+
+    /// One level-triggered pass over everything.
+    async fn step(&mut self, now: Instant) {
+        let view = Arc::clone(&self.view.borrow_and_update());
+        let cluster = self.decode(&view);
+        self.merge_pool(&cluster);
+
+        let settled = now >= self.settle_at;
+        let live = cluster.live().count();
+        let quorum_seen = self.config.quorum == 0 || live >= self.config.quorum;
+        let eligible = self.admin == Admin::Up && self.gateway.reachable() && quorum_seen && settled;
+        if eligible != self.eligible {
+            info!(
+                eligible,
+                admin = ?self.admin,
+                gateway_reachable = self.gateway.reachable(),
+                live_nodes = live,
+                quorum = self.config.quorum,
+                "eligibility changed"
+            );
+            self.eligible = eligible;
+        }
+
+        let current_leader = leader(&cluster).map(str::to_owned);
+        if current_leader != self.leader {
+            info!(leader = current_leader.as_deref().unwrap_or("none"), "leader changed");
+            self.leader = current_leader;
+        }
+        let before = self.applied.as_ref().map(|decision| decision.commit.clone());
+        self.applied = adopt(self.applied.take(), &cluster);
+        let after = self.applied.as_ref().map(|decision| &decision.commit);
+        if before.as_ref() != after
+            && let Some(commit) = after
+        {
+            debug!(term = commit.term, seq = commit.seq, author = %commit.author, "following a new assignment");
+        }
+        let decision = decide(LeaderInput {
+            cluster: &cluster,
+            pool: &self.pool,
+            applied: self.applied.as_ref(),
+            locally_eligible: eligible,
+            settled,
+        });
+        if let Some(decision) = decision {
+            self.publish_decision(&cluster, decision).await;
+        }
+        if settled && self.leader.as_deref() == Some(self.config.node_id.as_str()) {
+            self.adopt_orphaned_pool_records(&cluster).await;
+        }
+
+        self.reconcile(&cluster, eligible).await;
+        self.publish_held(&cluster).await;
+        self.publish_status(&cluster).await;
+    }
+
+    /// Decodes a gossip view, logging each newly seen bad key once.
+    fn decode(&mut self, view: &ClusterView) -> Cluster {
+        let me = self.config.node_id.as_str();
+        let mut problems = Vec::new();
+        let mut nodes: BTreeMap<String, NodeState> = view
+            .nodes
+            .iter()
+            .map(|(name, node)| {
+                let liveness = if name == me { Liveness::Alive } else { liveness_of(node.liveness) };
+                (name.clone(), decode_node(name, liveness, node.phi, &node.keys, &mut problems))
+            })
+            .collect();
+        nodes.entry(me.to_owned()).or_insert_with(|| NodeState::empty(me, Liveness::Alive));
+        let problems: BTreeSet<DecodeProblem> = problems.into_iter().collect();
+        for problem in problems.difference(&self.reported_problems) {
+            warn!(node = %problem.node, key = %problem.key, reason = %problem.reason, "ignoring a gossip key that does not decode");
+        }
+        self.reported_problems = problems;
+        Cluster { me: me.to_owned(), nodes }
+    }
+
+    /// Merges every node's pool records into the local pool and saves it when it changed.
+    fn merge_pool(&mut self, cluster: &Cluster) {
+        let mut changed = false;
+        for node in cluster.nodes.values() {
+            for (address, record) in &node.pool {
+                self.clock.observe(&record.changed);
+                self.clock.observe(&record.added);
+                changed |= self.pool.merge(*address, record.clone());
+            }
+        }
+        if changed {
+            let active = self.pool.records().filter(|(_, record)| record.active).count();
+            info!(active, "the pool changed");
+            self.save_pool();
+        }
+    }
+
+    fn save_pool(&self) {
+        if let Err(error) = save_pool(&self.config.state_dir, &self.pool) {
+            error!(%error, "could not save the pool; peers still hold it");
+        }
+    }
+
+    /// Publishes every pool record held locally, so that a restart of the whole cluster keeps it.
+    async fn republish_pool(&mut self) {
+        let records: Vec<(IpAddr, PoolRecord)> =
+            self.pool.records().map(|(address, record)| (address, record.clone())).collect();
+        for (address, record) in records {
+            self.set(&format!("{POOL_PREFIX}{address}"), encode(&record)).await;
+        }
+    }
+
+    /// Publishes the pool records that no live node publishes any more, so the pool outlives
+    /// the nodes that wrote it once gossip forgets them.
+    async fn adopt_orphaned_pool_records(&mut self, cluster: &Cluster) {
+        let orphans: Vec<(IpAddr, PoolRecord)> = self
+            .pool
+            .records()
+            .filter(|(address, record)| !cluster.live().any(|node| node.pool.get(address) == Some(*record)))
+            .map(|(address, record)| (address, record.clone()))
+            .collect();
+        for (address, record) in orphans {
+            debug!(%address, "re-publishing a pool record no live node publishes");
+            self.set(&format!("{POOL_PREFIX}{address}"), encode(&record)).await;
+        }
+    }
+
+    /// Writes a leader decision: changed `assign:*` keys first, then the commit.
+    async fn publish_decision(&mut self, cluster: &Cluster, decision: Decision) {
+        let published =
+            cluster.nodes.get(&self.config.node_id).map(|node| node.assign.clone()).unwrap_or_default();
+        for (address, holder) in &decision.assignment {
+            if published.get(address) != Some(holder)
+                && !self.set(&format!("{ASSIGN_PREFIX}{address}"), encode(holder)).await
+            {
+                return;
+            }
+        }
+        for address in published.keys().filter(|address| !decision.assignment.contains_key(address)) {
+            self.gossip.delete(&format!("{ASSIGN_PREFIX}{address}")).await;
+        }
+        if !self.set(COMMIT_KEY, encode(&commit_value(&decision))).await {
+            return;
+        }
+        let empty = Assignment::new();
+        let previous = self.applied.as_ref().map_or(&empty, |applied| &applied.assignment);
+        let moved = decision
+            .assignment
+            .iter()
+            .filter(|(address, holder)| previous.get(*address) != Some(*holder))
+            .count();
+        info!(
+            term = decision.commit.term,
+            seq = decision.commit.seq,
+            addresses = decision.assignment.len(),
+            moved,
+            "published an assignment as leader"
+        );
+        self.applied = Some(decision);
+    }
+
+    /// Brings the interfaces in line with the followed assignment.
+    async fn reconcile(&mut self, cluster: &Cluster, eligible: bool) {
+        let owned = match self.list_owned().await {
+            Ok(owned) => owned,
+            Err(error) => {
+                warn!(%error, "could not list addresses; reconciling later");
+                return;
+            }
+        };
+        let mut held_elsewhere: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        for node in cluster.live().filter(|node| node.id != cluster.me) {
+            for address in node.held.keys() {
+                held_elsewhere.entry(*address).or_default().push(node.id.clone());
+            }
+        }
+        let empty = Assignment::new();
+        let assignment = self.applied.as_ref().map_or(&empty, |decision| &decision.assignment);
+        let plan = plan(ReconcileInput {
+            me: &self.config.node_id,
+            eligible,
+            assignment,
+            pool: &self.pool,
+            held_elsewhere: &held_elsewhere,
+            owned: &owned,
+            conflicted: &self.conflicted,
+        });
+        for (address, holders) in &plan.waiting {
+            debug!(%address, ?holders, "assigned here but still held elsewhere; waiting for its release");
+        }
+        for address in plan.conflicted.difference(&self.conflicted) {
+            warn!(%address, holders = ?held_elsewhere.get(address), "address also held by another node");
+        }
+        self.conflicted = plan.conflicted.clone();
+        self.reconciled = self.applied.as_ref().map(|decision| decision.commit.clone());
+        if plan.is_idle() {
+            self.owned = owned;
+            return;
+        }
+        for placement in &plan.remove {
+            match self.net.remove_address(&spec_of(placement)).await {
+                Ok(()) => info!(address = %placement.address, interface = %placement.interface, "released"),
+                Err(error) => warn!(address = %placement.address, %error, "could not release"),
+            }
+        }
+        let mut added = Vec::new();
+        for placement in &plan.add {
+            match self.net.add_address(&spec_of(placement)).await {
+                Ok(()) => {
+                    info!(address = %placement.address, interface = %placement.interface, "acquired");
+                    added.push(placement);
+                }
+                Err(error) => {
+                    warn!(address = %placement.address, %error, "could not acquire; retrying later")
+                }
+            }
+        }
+        self.announce(by_interface(added.into_iter().chain(&plan.reannounce))).await;
+        self.owned = match self.list_owned().await {
+            Ok(owned) => owned,
+            Err(error) => {
+                warn!(%error, "could not list addresses after reconciling");
+                owned
+            }
+        };
+    }
+
+    async fn announce(&self, batches: BTreeMap<String, Vec<IpAddr>>) {
+        for (interface, addresses) in batches {
+            if let Err(error) = self.net.announce(&interface, &addresses, &self.config.announce).await {
+                warn!(%interface, ?addresses, %error, "could not announce");
+            }
+        }
+    }
+
+    /// Announces every held address again, one batch per interface.
+    async fn refresh(&self) {
+        debug!(addresses = self.owned.len(), "refreshing announcements");
+        self.announce(by_interface(&self.owned)).await;
+    }
+
+    async fn list_owned(&self) -> Result<Vec<Placement>, NetError> {
+        Ok(self
+            .net
+            .list_addresses()
+            .await?
+            .into_iter()
+            .filter(|installed| installed.owned)
+            .map(|installed| Placement {
+                interface: installed.interface,
+                address: installed.address,
+                prefix_len: installed.prefix_len,
+            })
+            .collect())
+    }
+
+    /// Makes the `held:*` keys match what netlink showed.
+    async fn publish_held(&mut self, cluster: &Cluster) {
+        let published =
+            cluster.nodes.get(&self.config.node_id).map(|node| node.held.clone()).unwrap_or_default();
+        let desired: BTreeMap<IpAddr, HeldRecord> = self
+            .owned
+            .iter()
+            .map(|placement| {
+                (
+                    placement.address,
+                    HeldRecord { interface: placement.interface.clone(), prefix_len: placement.prefix_len },
+                )
+            })
+            .collect();
+        for (address, record) in &desired {
+            if published.get(address) != Some(record) {
+                self.set(&format!("{HELD_PREFIX}{address}"), encode(record)).await;
+            }
+        }
+        for address in published.keys().filter(|address| !desired.contains_key(address)) {
+            self.gossip.delete(&format!("{HELD_PREFIX}{address}")).await;
+        }
+    }
+
+    async fn publish_status(&mut self, cluster: &Cluster) {
+        let status = NodeStatus {
+            admin: self.admin,
+            gateway_reachable: self.gateway.reachable(),
+            eligible: self.eligible,
+            applied: self.reconciled.clone(),
+        };
+        let published = cluster.nodes.get(&self.config.node_id).and_then(|node| node.status.as_ref());
+        if published != Some(&status) {
+            self.set(NODE_KEY, encode(&status)).await;
+        }
+    }
+
+    /// Sets a gossip key; returns whether it worked.
+    async fn set(&self, key: &str, value: Vec<u8>) -> bool {
+        match self.gossip.set(key, value).await {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(key, %error, "could not publish a gossip key");
+                false
+            }
+        }
+    }
+
+    fn record_ping(&mut self, result: Result<Duration, PingError>) {
+        let replied = match &result {
+            Ok(round_trip) => {
+                debug!(?round_trip, "gateway replied");
+                true
+            }
+            Err(error) => {
+                debug!(%error, "gateway ping failed");
+                false
+            }
+        };
+        match self.gateway.record(replied) {
+            Some(true) => info!(gateway = %self.config.gateway, "gateway reachable"),
+            Some(false) => {
+                warn!(gateway = %self.config.gateway, "gateway unreachable: releasing every address")
+            }
+            None => {}
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command, wall_ms: u64) -> Reply {
+        match command {
+            Command::AddAddress { interface, address, prefix_len } => {
+                let stamp = self.clock.stamp(wall_ms, &self.config.node_id);
+                match self.pool.plan_add(&interface, address, prefix_len, stamp) {
+                    Ok(record) => self.commit_pool_change(address, record, "added to the pool").await,
+                    Err(error) => pool_error_reply(error),
+                }
+            }
+            Command::RemoveAddress { interface, address } => {
+                let stamp = self.clock.stamp(wall_ms, &self.config.node_id);
+                match self.pool.plan_remove(&interface, address, stamp) {
+                    Ok(record) => self.commit_pool_change(address, record, "removed from the pool").await,
+                    Err(error) => pool_error_reply(error),
+                }
+            }
+            Command::Up => {
+                if self.admin != Admin::Up {
+                    info!("admin state up");
+                }
+                self.admin = Admin::Up;
+                Reply::ok(Body::Done)
+            }
+            Command::Down => {
+                if self.admin != Admin::Down {
+                    info!("admin state down: handing over every address");
+                }
+                self.admin = Admin::Down;
+                Reply::ok(Body::Done)
+            }
+            Command::Status => Reply::ok(Body::Status(self.status_report())),
+            Command::Info => {
+                let view = self.gossip.view().await;
+                let cluster = self.decode(&view);
+                Reply::ok(Body::Info(self.info_report(&cluster)))
+            }
+            Command::Connectivity => Reply::ok(Body::Connectivity(ConnectivityReport {
+                gateway: self.config.gateway,
+                reachable: self.gateway.reachable(),
+            })),
+        }
+    }
+
+    /// Publishes a pool record written here, then merges and saves it.
+    async fn commit_pool_change(&mut self, address: IpAddr, record: PoolRecord, what: &str) -> Reply {
+        if let Err(error) = self.gossip.set(&format!("{POOL_PREFIX}{address}"), encode(&record)).await {
+            return Reply::error(ErrorKind::Internal, format!("could not publish the change: {error}"));
+        }
+        info!(%address, interface = %record.interface, prefix_len = record.prefix_len, "{what}");
+        self.pool.merge(address, record);
+        self.save_pool();
+        Reply::ok(Body::Done)
+    }
+
+    fn status_report(&self) -> StatusReport {
+        let view = self.view.borrow().clone();
+        let me = self.config.node_id.as_str();
+        let empty = Assignment::new();
+        let assignment = self.applied.as_ref().map_or(&empty, |decision| &decision.assignment);
+        let addresses = self
+            .pool
+            .ordered()
+            .into_iter()
+            .filter(|(_, record)| record.active)
+            .map(|(address, record)| {
+                let held_key = format!("{HELD_PREFIX}{address}");
+                let mut held_by: Vec<String> = view
+                    .nodes
+                    .iter()
+                    .filter(|(name, node)| {
+                        name.as_str() != me
+                            && node.liveness == fechter_gossip::Liveness::Alive
+                            && node.keys.contains_key(&held_key)
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                if self.owned.iter().any(|placement| placement.address == address) {
+                    held_by.push(me.to_owned());
+                }
+                held_by.sort_by(|a, b| compare_ids(a, b));
+                AddressStatus {
+                    interface: record.interface.clone(),
+                    address,
+                    prefix_len: record.prefix_len,
+                    assigned_to: assignment.get(&address).cloned(),
+                    held_by,
+                }
+            })
+            .collect();
+        StatusReport { leader: self.leader.clone(), addresses }
+    }
+
+    fn info_report(&self, cluster: &Cluster) -> InfoReport {
+        let local = NodeInfo {
+            id: self.config.node_id.clone(),
+            liveness: Liveness::Alive,
+            admin: Some(admin_state(self.admin)),
+            gateway_reachable: Some(self.gateway.reachable()),
+            eligible: self.eligible,
+            phi: None,
+            held: self.owned.len(),
+        };
+        let mut peers: Vec<NodeInfo> = cluster
+            .nodes
+            .values()
+            .filter(|node| node.id != cluster.me)
+            .map(|node| NodeInfo {
+                id: node.id.clone(),
+                liveness: node.liveness,
+                admin: node.status.as_ref().map(|status| admin_state(status.admin)),
+                gateway_reachable: node.status.as_ref().map(|status| status.gateway_reachable),
+                eligible: node.is_live() && node.status.as_ref().is_some_and(|status| status.eligible),
+                phi: node.phi,
+                held: node.held.len(),
+            })
+            .collect();
+        peers.sort_by(|a, b| compare_ids(&a.id, &b.id));
+        InfoReport { local, peers, leader: leader(cluster).map(str::to_owned) }
+    }
+
+    /// Releases everything, withdraws the `held:*` keys and leaves the cluster.
+    async fn shut_down(&mut self) {
+        info!("shutting down: releasing every address and leaving the cluster");
+        self.admin = Admin::Down;
+        self.eligible = false;
+        let owned = self.list_owned().await.unwrap_or_else(|error| {
+            warn!(%error, "could not list addresses; releasing the ones last seen");
+            self.owned.clone()
+        });
+        for placement in &owned {
+            match self.net.remove_address(&spec_of(placement)).await {
+                Ok(()) => info!(address = %placement.address, interface = %placement.interface, "released"),
+                Err(error) => warn!(address = %placement.address, %error, "could not release"),
+            }
+        }
+        self.owned.clear();
+        let view = Arc::clone(&self.view.borrow());
+        let cluster = self.decode(&view);
+        self.publish_held(&cluster).await;
+        self.publish_status(&cluster).await;
+        self.gossip.leave().await;
+        info!("left the cluster");
+    }
+}
+
+fn pool_error_reply(error: PoolError) -> Reply {
+    let kind = match &error {
+        PoolError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+        PoolError::Duplicate(_) => ErrorKind::DuplicateAddress,
+        PoolError::Unknown(_) => ErrorKind::UnknownAddress,
+    };
+    Reply::error(kind, error.to_string())
+}
+
+fn admin_state(admin: Admin) -> AdminState {
+    match admin {
+        Admin::Up => AdminState::Up,
+        Admin::Down => AdminState::Down,
+    }
+}
+
+fn liveness_of(liveness: fechter_gossip::Liveness) -> Liveness {
+    match liveness {
+        fechter_gossip::Liveness::Alive => Liveness::Alive,
+        fechter_gossip::Liveness::Dead => Liveness::Dead,
+        fechter_gossip::Liveness::Left => Liveness::Left,
+    }
+}
+
+fn spec_of(placement: &Placement) -> AddressSpec {
+    AddressSpec::new(placement.interface.clone(), placement.address, placement.prefix_len)
+}
+
+fn interval(period: Duration) -> Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}
+
+async fn tick_optional(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Milliseconds since the Unix epoch; a clock before 1970 reads as 0 and the hybrid clock copes.
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Pings the gateway every `period` and reports each outcome until the daemon stops listening.
+async fn ping_gateway<N: Net>(
+    net: Arc<N>,
+    gateway: IpAddr,
+    period: Duration,
+    timeout: Duration,
+    results: mpsc::Sender<Result<Duration, PingError>>,
+) {
+    let mut ticker = interval(period);
+    loop {
+        ticker.tick().await;
+        let result = net.ping(gateway, timeout).await;
+        if results.send(result).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Leadership and the leader's assignment decisions, as pure functions of the decoded cluster.
+//!
+//! The leader is the live node with the lowest id ([`compare_ids`]). Only the leader computes; it
+//! publishes its assignment as `assign:*` keys followed by a `commit` carrying a term and a
+//! sequence number. Every node follows the greatest commit it knows of, alive or dead, by term,
+//! then lower author id, then sequence, and never goes back to an older one, so no node applies an
+//! older leader's decision after a newer one.
+//!
+//! Moves between live nodes are fenced: an address goes to a new node only once every other live
+//! node has reconciled with the decision the leader builds on (its published `applied`), is not
+//! assigned the address in it, and no longer reports holding it. Otherwise the address is first
+//! published unassigned, and given to its new node in a later decision, after the old holder has
+//! acknowledged and released it. Without this, a node that just acquired an address under an
+//! older decision, before its `held:*` key reached anyone, could hold it together with the node a
+//! newer decision moved it to. A dead node's addresses move in one decision.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use fechter_alloc::{Assignment, allocate};
+
+use crate::cluster::{Cluster, Commit, CommitRef, compare_ids};
+use crate::pool::Pool;
+
+/// A decision: a commit and the assignment it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Which commit.
+    pub commit: CommitRef,
+    /// Address to node id.
+    pub assignment: Assignment,
+}
+
+/// The node that should lead: the live node with the lowest id.
+pub fn leader(cluster: &Cluster) -> Option<&str> {
+    cluster.live().map(|node| node.id.as_str()).min_by(|a, b| compare_ids(a, b))
+}
+
+/// The greatest decision published by any known node, alive or dead.
+pub fn authoritative(cluster: &Cluster) -> Option<Decision> {
+    cluster
+        .nodes
+        .values()
+        .filter_map(|node| {
+            let commit = node.commit?;
+            Some(Decision {
+                commit: CommitRef { term: commit.term, seq: commit.seq, author: node.id.clone() },
+                assignment: node.assign.clone(),
+            })
+        })
+        .max_by(|a, b| a.commit.cmp(&b.commit))
+}
+
+/// The decision to follow now: the authoritative one, unless it is older than what was applied.
+pub fn adopt(applied: Option<Decision>, cluster: &Cluster) -> Option<Decision> {
+    match (applied, authoritative(cluster)) {
+        (Some(applied), Some(seen)) if seen.commit < applied.commit => Some(applied),
+        (applied, None) => applied,
+        (_, Some(seen)) => Some(seen),
+    }
+}
+
+/// What the leader looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderInput<'a> {
+    /// Every node, decoded.
+    pub cluster: &'a Cluster,
+    /// The merged pool.
+    pub pool: &'a Pool,
+    /// The decision this node follows.
+    pub applied: Option<&'a Decision>,
+    /// This node's own eligibility right now (its published status may lag).
+    pub locally_eligible: bool,
+    /// Whether this node has been up long enough to have heard its peers.
+    pub settled: bool,
+}
+
+/// The decision this node must publish, if it is the leader and the assignment must change.
+pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
+    let cluster = input.cluster;
+    if !input.settled || leader(cluster) != Some(cluster.me.as_str()) {
+        return None;
+    }
+    let empty = Assignment::new();
+    let base = input.applied.map_or(&empty, |decision| &decision.assignment);
+    let current = current_assignment(cluster, input.pool, base);
+    let eligible: BTreeSet<String> = cluster
+        .live()
+        .filter(|node| {
+            if node.id == cluster.me {
+                input.locally_eligible
+            } else {
+                node.status.as_ref().is_some_and(|status| status.eligible)
+            }
+        })
+        .map(|node| node.id.clone())
+        .collect();
+    let allocation = allocate(&input.pool.entries(), &eligible, &current);
+    let assignment: Assignment = allocation
+        .assignment
+        .into_iter()
+        .filter(|(address, target)| {
+            base.get(address) == Some(target)
+                || released_everywhere_but(cluster, input.applied, *address, target)
+        })
+        .collect();
+
+    let commit = match input.applied {
+        Some(decision) if decision.commit.author == cluster.me => {
+            if assignment == decision.assignment {
+                return None;
+            }
+            CommitRef { term: decision.commit.term, seq: decision.commit.seq + 1, author: cluster.me.clone() }
+        }
+        // Taking over: even an unchanged assignment is republished under this node's own term,
+        // since the previous leader's keys vanish once gossip forgets it.
+        _ => {
+            CommitRef { term: max_known_term(cluster, input.applied) + 1, seq: 0, author: cluster.me.clone() }
+        }
+    };
+    Some(Decision { commit, assignment })
+}
+
+/// Whether `address` may go to `target`: every other live node has reconciled with `base`, does
+/// not report holding the address, and is not assigned it in `base` (unless `target` already
+/// holds it: the assignee then cannot acquire it, which keeps actual holders sticky after a
+/// partition heals).
+fn released_everywhere_but(
+    cluster: &Cluster,
+    base: Option<&Decision>,
+    address: IpAddr,
+    target: &str,
+) -> bool {
+    let target_holds =
+        cluster.nodes.get(target).is_some_and(|node| node.is_live() && node.held.contains_key(&address));
+    cluster.live().filter(|node| node.id != target).all(|node| {
+        let assigned_there = base.is_some_and(|decision| decision.assignment.get(&address) == Some(&node.id));
+        let caught_up = base.is_none_or(|decision| {
+            node.status
+                .as_ref()
+                .and_then(|status| status.applied.as_ref())
+                .is_some_and(|applied| *applied >= decision.commit)
+        });
+        caught_up && !node.held.contains_key(&address) && (!assigned_there || target_holds)
+    })
+}
+
+/// The assignment the allocator starts from: the followed decision, corrected by what live nodes
+/// really hold where its assignee does not hold it, so that after a partition heals the actual
+/// holders keep their addresses. An address the decision leaves unassigned stays unassigned: it is
+/// being moved, and its old holder is about to release it.
+fn current_assignment(cluster: &Cluster, pool: &Pool, base: &Assignment) -> Assignment {
+    let mut holders: BTreeMap<IpAddr, Vec<&str>> = BTreeMap::new();
+    for node in cluster.live() {
+        for address in node.held.keys() {
+            if pool.active(*address).is_some() {
+                holders.entry(*address).or_default().push(node.id.as_str());
+            }
+        }
+    }
+    let mut current = base.clone();
+    for (address, ids) in holders {
+        let Some(assigned) = base.get(&address) else {
+            continue;
+        };
+        if ids.contains(&assigned.as_str()) {
+            continue;
+        }
+        if let Some(holder) = ids.into_iter().min_by(|a, b| compare_ids(a, b)) {
+            current.insert(address, holder.to_owned());
+        }
+    }
+    current
+}
+
+/// The greatest term any node has written or applied.
+fn max_known_term(cluster: &Cluster, applied: Option<&Decision>) -> u64 {
+    let commits = cluster.nodes.values().filter_map(|node| node.commit.map(|commit| commit.term));
+    let applied_terms = cluster
+        .nodes
+        .values()
+        .filter_map(|node| node.status.as_ref()?.applied.as_ref().map(|applied| applied.term));
+    commits.chain(applied_terms).chain(applied.map(|decision| decision.commit.term)).max().unwrap_or(0)
+}
+
+/// The commit value to publish for a decision.
+pub fn commit_value(decision: &Decision) -> Commit {
+    Commit { term: decision.commit.term, seq: decision.commit.seq }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Admin, HeldRecord, NodeState, NodeStatus};
+    use crate::hlc::Stamp;
+    use fechter_cli::proto::Liveness;
+
+    const A: &str = "10.0.0.1:4573";
+    const B: &str = "10.0.0.2:4573";
+    const C: &str = "10.0.0.10:4573";
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([198, 18, 0, n])
+    }
+
+    fn node(id: &str, liveness: Liveness, eligible: bool) -> NodeState {
+        let mut node = NodeState::empty(id, liveness);
+        node.status = Some(NodeStatus {
+            admin: if eligible { Admin::Up } else { Admin::Down },
+            gateway_reachable: true,
+            eligible,
+            applied: None,
+        });
+        node
+    }
+
+    /// Every node reports having reconciled with `decision`.
+    fn acknowledge(view: &mut Cluster, decision: &Decision) {
+        for node in view.nodes.values_mut() {
+            if let Some(status) = node.status.as_mut() {
+                status.applied = Some(decision.commit.clone());
+            }
+        }
+    }
+
+    fn cluster(me: &str, nodes: Vec<NodeState>) -> Cluster {
+        Cluster { me: me.to_owned(), nodes: nodes.into_iter().map(|node| (node.id.clone(), node)).collect() }
+    }
+
+    fn pool(count: u8) -> Pool {
+        let mut pool = Pool::new();
+        for n in 1..=count {
+            let stamp = Stamp { wall_ms: u64::from(n), counter: 0, node: A.into() };
+            let record = pool.plan_add("eth0", ip(n), None, stamp).unwrap();
+            pool.merge(ip(n), record);
+        }
+        pool
+    }
+
+    fn input<'a>(cluster: &'a Cluster, pool: &'a Pool, applied: Option<&'a Decision>) -> LeaderInput<'a> {
+        LeaderInput { cluster, pool, applied, locally_eligible: true, settled: true }
+    }
+
+    fn counts(assignment: &Assignment) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for holder in assignment.values() {
+            *counts.entry(holder.as_str()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn the_lowest_live_id_leads() {
+        let view = cluster(
+            C,
+            vec![
+                node(A, Liveness::Dead, true),
+                node(B, Liveness::Alive, true),
+                node(C, Liveness::Alive, true),
+            ],
+        );
+        assert_eq!(leader(&view), Some(B));
+        let alone = cluster(C, vec![node(A, Liveness::Left, true), node(C, Liveness::Dead, true)]);
+        assert_eq!(leader(&alone), Some(C), "this node counts as live whatever the view says");
+    }
+
+    #[test]
+    fn only_a_settled_leader_decides() {
+        let pool = pool(3);
+        let view = cluster(B, vec![node(A, Liveness::Alive, true), node(B, Liveness::Alive, true)]);
+        assert!(decide(input(&view, &pool, None)).is_none());
+        let view = cluster(A, vec![node(A, Liveness::Alive, true), node(B, Liveness::Alive, true)]);
+        assert!(decide(LeaderInput { settled: false, ..input(&view, &pool, None) }).is_none());
+        assert!(decide(input(&view, &pool, None)).is_some());
+    }
+
+    #[test]
+    fn first_decision_spreads_evenly_and_unchanged_results_publish_nothing() {
+        let pool = pool(6);
+        let view = cluster(
+            A,
+            vec![
+                node(A, Liveness::Alive, true),
+                node(B, Liveness::Alive, true),
+                node(C, Liveness::Alive, true),
+            ],
+        );
+        let first = decide(input(&view, &pool, None)).unwrap();
+        assert_eq!(first.commit, CommitRef { term: 1, seq: 0, author: A.into() });
+        assert_eq!(counts(&first.assignment).into_values().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert!(decide(input(&view, &pool, Some(&first))).is_none());
+    }
+
+    #[test]
+    fn ineligible_nodes_get_nothing_and_a_change_bumps_seq() {
+        let pool = pool(6);
+        let mut view = cluster(
+            A,
+            vec![
+                node(A, Liveness::Alive, true),
+                node(B, Liveness::Alive, true),
+                node(C, Liveness::Alive, true),
+            ],
+        );
+        let first = decide(input(&view, &pool, None)).unwrap();
+        acknowledge(&mut view, &first);
+        view.nodes.get_mut(C).unwrap().status.as_mut().unwrap().eligible = false;
+        // C is alive: its addresses are first withdrawn, and move once C acknowledged that.
+        let withdrawn = decide(input(&view, &pool, Some(&first))).unwrap();
+        assert_eq!((withdrawn.commit.term, withdrawn.commit.seq), (1, 1));
+        assert_eq!(counts(&withdrawn.assignment), BTreeMap::from([(A, 2), (B, 2)]));
+        assert!(
+            decide(input(&view, &pool, Some(&withdrawn))).is_none(),
+            "nothing moves before C acknowledges"
+        );
+        acknowledge(&mut view, &withdrawn);
+        let second = decide(input(&view, &pool, Some(&withdrawn))).unwrap();
+        assert_eq!((second.commit.term, second.commit.seq), (1, 2));
+        assert_eq!(counts(&second.assignment), BTreeMap::from([(A, 3), (B, 3)]));
+        // Sticky: nothing moved between A and B.
+        for (address, holder) in &first.assignment {
+            if holder != C {
+                assert_eq!(&second.assignment[address], holder);
+            }
+        }
+        acknowledge(&mut view, &second);
+        let not_me =
+            decide(LeaderInput { locally_eligible: false, ..input(&view, &pool, Some(&second)) }).unwrap();
+        acknowledge(&mut view, &not_me);
+        let not_me =
+            decide(LeaderInput { locally_eligible: false, ..input(&view, &pool, Some(&not_me)) }).unwrap();
+        assert_eq!(counts(&not_me.assignment), BTreeMap::from([(B, 6)]));
+    }
+
+    #[test]
+    fn a_takeover_uses_a_term_above_every_known_one_even_if_nothing_changes() {
+        let pool = pool(2);
+        let mut old_leader = node(A, Liveness::Dead, true);
+        old_leader.commit = Some(Commit { term: 4, seq: 2 });
+        old_leader.assign = BTreeMap::from([(ip(1), B.to_owned()), (ip(2), C.to_owned())]);
+        let mut c = node(C, Liveness::Alive, true);
+        c.status.as_mut().unwrap().applied = Some(CommitRef { term: 7, seq: 0, author: C.into() });
+        let view = cluster(B, vec![old_leader, node(B, Liveness::Alive, true), c]);
+        let applied = adopt(None, &view).unwrap();
+        assert_eq!(applied.commit, CommitRef { term: 4, seq: 2, author: A.into() });
+        let takeover = decide(input(&view, &pool, Some(&applied))).unwrap();
+        assert_eq!(takeover.commit, CommitRef { term: 8, seq: 0, author: B.into() });
+        assert_eq!(takeover.assignment, applied.assignment);
+    }
+
+    #[test]
+    fn an_older_commit_is_never_adopted_after_a_newer_one() {
+        let mut b = node(B, Liveness::Alive, true);
+        b.commit = Some(Commit { term: 2, seq: 0 });
+        b.assign = BTreeMap::from([(ip(1), B.to_owned())]);
+        let view = cluster(C, vec![b, node(C, Liveness::Alive, true)]);
+        let newer = Decision {
+            commit: CommitRef { term: 3, seq: 0, author: A.into() },
+            assignment: BTreeMap::from([(ip(1), C.to_owned())]),
+        };
+        assert_eq!(adopt(Some(newer.clone()), &view), Some(newer));
+        let older = Decision {
+            commit: CommitRef { term: 1, seq: 9, author: A.into() },
+            assignment: Assignment::new(),
+        };
+        assert_eq!(adopt(Some(older), &view).unwrap().commit.author, B);
+    }
+
+    #[test]
+    fn actual_holders_keep_their_addresses_after_a_partition_heals() {
+        let pool = pool(4);
+        // The followed decision gives everything to A, but B really holds .3 and .4.
+        let applied = Decision {
+            commit: CommitRef { term: 5, seq: 0, author: A.into() },
+            assignment: (1..=4).map(|n| (ip(n), A.to_owned())).collect(),
+        };
+        let mut b = node(B, Liveness::Alive, true);
+        for n in [3, 4] {
+            b.held.insert(ip(n), HeldRecord { interface: "eth0".into(), prefix_len: 32 });
+        }
+        let mut view = cluster(A, vec![node(A, Liveness::Alive, true), b]);
+        acknowledge(&mut view, &applied);
+        let decision = decide(input(&view, &pool, Some(&applied))).unwrap();
+        assert_eq!(decision.assignment[&ip(3)], B);
+        assert_eq!(decision.assignment[&ip(4)], B);
+        assert_eq!(decision.assignment[&ip(1)], A);
+    }
+
+    #[test]
+    fn a_dead_nodes_addresses_move_at_once() {
+        let pool = pool(4);
+        let mut view = cluster(A, vec![node(A, Liveness::Alive, true), node(B, Liveness::Alive, true)]);
+        let first = decide(input(&view, &pool, None)).unwrap();
+        acknowledge(&mut view, &first);
+        view.nodes.get_mut(B).unwrap().liveness = Liveness::Dead;
+        let second = decide(input(&view, &pool, Some(&first))).unwrap();
+        assert_eq!(counts(&second.assignment), BTreeMap::from([(A, 4)]));
+    }
+
+    #[test]
+    fn an_address_a_live_node_still_holds_is_not_given_to_another() {
+        let pool = pool(2);
+        // The decision already moved .1 away from B, and B acknowledged it, but B's netlink
+        // still shows the address (its removal failed): nobody else gets it yet.
+        let mut view = cluster(A, vec![node(A, Liveness::Alive, true), node(B, Liveness::Alive, false)]);
+        let base = Decision {
+            commit: CommitRef { term: 1, seq: 3, author: A.into() },
+            assignment: BTreeMap::from([(ip(2), A.to_owned())]),
+        };
+        acknowledge(&mut view, &base);
+        view.nodes
+            .get_mut(B)
+            .unwrap()
+            .held
+            .insert(ip(1), HeldRecord { interface: "eth0".into(), prefix_len: 32 });
+        assert!(decide(input(&view, &pool, Some(&base))).is_none());
+        view.nodes.get_mut(B).unwrap().held.clear();
+        let moved = decide(input(&view, &pool, Some(&base))).unwrap();
+        assert_eq!(moved.assignment[&ip(1)], A);
+    }
+
+    #[test]
+    fn tombstones_are_never_assigned() {
+        let mut pool = pool(2);
+        let removal =
+            pool.plan_remove("eth0", ip(1), Stamp { wall_ms: 9, counter: 0, node: A.into() }).unwrap();
+        pool.merge(ip(1), removal);
+        let view = cluster(A, vec![node(A, Liveness::Alive, true)]);
+        let decision = decide(input(&view, &pool, None)).unwrap();
+        assert_eq!(decision.assignment, BTreeMap::from([(ip(2), A.to_owned())]));
+    }
+}
