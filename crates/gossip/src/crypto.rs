@@ -107,10 +107,7 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("KeyRing")
-            .field("keys", &self.ciphers.len())
-            .finish_non_exhaustive()
+        formatter.debug_struct("KeyRing").field("keys", &self.ciphers.len()).finish_non_exhaustive()
     }
 }
 
@@ -125,10 +122,7 @@ impl KeyRing {
         if keys.is_empty() {
             return Err(KeyRingError::Empty);
         }
-        let ciphers = keys
-            .iter()
-            .map(|key| XChaCha20Poly1305::new(key.into()))
-            .collect();
+        let ciphers = keys.iter().map(|key| XChaCha20Poly1305::new(key.into())).collect();
         keys.zeroize();
         Ok(KeyRing { ciphers })
     }
@@ -159,14 +153,10 @@ impl KeyRing {
                     .decode(line)
                     .map_err(|_| KeyRingError::InvalidBase64 { line: line_number })?,
             );
-            let key: [u8; KEY_LEN] =
-                decoded
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| KeyRingError::WrongLength {
-                        line: line_number,
-                        len: decoded.len(),
-                    })?;
+            let key: [u8; KEY_LEN] = decoded
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyRingError::WrongLength { line: line_number, len: decoded.len() })?;
             keys.push(key);
         }
         KeyRing::new(keys.to_vec())
@@ -200,19 +190,8 @@ impl KeyRing {
         // Encryption in this AEAD only fails for plaintexts longer than 256 GiB, far beyond
         // any datagram, so the sealing cipher never returns an error here.
         let ciphertext = self.ciphers[0]
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .unwrap_or_else(|_| {
-                panic!(
-                    "XChaCha20-Poly1305 refused a {} byte plaintext",
-                    plaintext.len()
-                )
-            });
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .unwrap_or_else(|_| panic!("XChaCha20-Poly1305 refused a {} byte plaintext", plaintext.len()));
         sealed.extend_from_slice(&ciphertext);
         sealed
     }
@@ -232,17 +211,7 @@ impl KeyRing {
         let nonce = XNonce::from_slice(nonce);
         self.ciphers
             .iter()
-            .find_map(|cipher| {
-                cipher
-                    .decrypt(
-                        nonce,
-                        Payload {
-                            msg: ciphertext,
-                            aad,
-                        },
-                    )
-                    .ok()
-            })
+            .find_map(|cipher| cipher.decrypt(nonce, Payload { msg: ciphertext, aad }).ok())
             .ok_or(OpenError::Unauthenticated)
     }
 }
@@ -281,11 +250,7 @@ impl ReplayWindow {
         };
         if seq > highest {
             let advance = seq - highest;
-            self.seen = if advance >= REPLAY_WINDOW_SIZE {
-                1
-            } else {
-                (self.seen << advance) | 1
-            };
+            self.seen = if advance >= REPLAY_WINDOW_SIZE { 1 } else { (self.seen << advance) | 1 };
             self.highest = Some(seq);
             return true;
         }
@@ -348,30 +313,20 @@ mod tests {
         let keys = ring(&[OLD_KEY]);
         let plaintext = b"a recognisable plaintext";
         let sealed = keys.seal(b"aad", plaintext);
-        assert!(
-            !sealed
-                .windows(plaintext.len())
-                .any(|window| window == plaintext)
-        );
+        assert!(!sealed.windows(plaintext.len()).any(|window| window == plaintext));
     }
 
     #[test]
     fn wrong_key_is_refused() {
         let sealed = ring(&[OLD_KEY]).seal(b"cluster-a", b"payload");
-        assert_eq!(
-            ring(&[NEW_KEY]).open(b"cluster-a", &sealed),
-            Err(OpenError::Unauthenticated)
-        );
+        assert_eq!(ring(&[NEW_KEY]).open(b"cluster-a", &sealed), Err(OpenError::Unauthenticated));
     }
 
     #[test]
     fn another_clusters_aad_is_refused() {
         let keys = ring(&[OLD_KEY]);
         let sealed = keys.seal(b"cluster-a", b"payload");
-        assert_eq!(
-            keys.open(b"cluster-b", &sealed),
-            Err(OpenError::Unauthenticated)
-        );
+        assert_eq!(keys.open(b"cluster-b", &sealed), Err(OpenError::Unauthenticated));
     }
 
     #[test]
@@ -380,10 +335,7 @@ mod tests {
         assert_eq!(keys.open(b"aad", b""), Err(OpenError::TooShort { len: 0 }));
         let sealed = keys.seal(b"aad", b"payload");
         for len in 0..SEAL_OVERHEAD {
-            assert_eq!(
-                keys.open(b"aad", &sealed[..len]),
-                Err(OpenError::TooShort { len })
-            );
+            assert_eq!(keys.open(b"aad", &sealed[..len]), Err(OpenError::TooShort { len }));
         }
     }
 
@@ -443,10 +395,7 @@ mod tests {
         assert_eq!(old_ring.open(b"c", &from_staged).unwrap(), b"staged");
 
         // Skipping the staged step is exactly what breaks: the old ring cannot open new data.
-        assert_eq!(
-            old_ring.open(b"c", &from_rotated),
-            Err(OpenError::Unauthenticated)
-        );
+        assert_eq!(old_ring.open(b"c", &from_rotated), Err(OpenError::Unauthenticated));
     }
 
     #[test]
@@ -479,14 +428,8 @@ mod tests {
 
     #[test]
     fn base64_without_key_lines_is_empty() {
-        assert_eq!(
-            KeyRing::from_base64_lines("").unwrap_err(),
-            KeyRingError::Empty
-        );
-        assert_eq!(
-            KeyRing::from_base64_lines("# only a comment\n\n   \n").unwrap_err(),
-            KeyRingError::Empty
-        );
+        assert_eq!(KeyRing::from_base64_lines("").unwrap_err(), KeyRingError::Empty);
+        assert_eq!(KeyRing::from_base64_lines("# only a comment\n\n   \n").unwrap_err(), KeyRingError::Empty);
     }
 
     #[test]
@@ -508,10 +451,7 @@ mod tests {
         let long = encode(&[7; 33]);
         let error = KeyRing::from_base64_lines(&long).unwrap_err();
         assert_eq!(error, KeyRingError::WrongLength { line: 1, len: 33 });
-        assert_eq!(
-            error.to_string(),
-            "line 1: key is 33 bytes long, expected 32"
-        );
+        assert_eq!(error.to_string(), "line 1: key is 33 bytes long, expected 32");
 
         // Unpadded and URL-safe spellings are not the documented format.
         let unpadded = good.trim_end_matches('=');
@@ -591,9 +531,9 @@ mod tests {
 
     /// A reference model that remembers every accepted number, to check the bitmap against.
     fn model_accepts(accepted: &mut std::collections::BTreeSet<u64>, seq: u64) -> bool {
-        let too_old = accepted.last().is_some_and(|&highest| {
-            highest >= REPLAY_WINDOW_SIZE && seq <= highest - REPLAY_WINDOW_SIZE
-        });
+        let too_old = accepted
+            .last()
+            .is_some_and(|&highest| highest >= REPLAY_WINDOW_SIZE && seq <= highest - REPLAY_WINDOW_SIZE);
         !too_old && accepted.insert(seq)
     }
 

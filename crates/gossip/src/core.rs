@@ -1,0 +1,1045 @@
+//! The sans-IO gossip core: scuttlebutt anti-entropy plus phi-accrual failure detection.
+//!
+//! [`Gossip`] owns the replicated state and decides what to send; it never touches a socket or
+//! a clock. Every entry point takes `now`, and every random choice comes from a generator
+//! seeded by [`Config::rng_seed`], so a simulation repeats exactly.
+//!
+//! # Protocol
+//!
+//! Each round (`tick`) bumps this node's heartbeat once and sends a `Syn` with a digest to
+//! `fanout` random live peers, to one dead or unconfirmed peer with probability
+//! `dead / (live + 1)` (so partitions heal), and to every seed while no peer is alive. The
+//! receiver answers with a `SynAck`: the deltas the initiator lacks plus a digest of what it wants
+//! (entries where the initiator is ahead) and what it has news about. The initiator closes with an
+//! `Ack` carrying the requested deltas. Digests carry heartbeats, so liveness spreads even when
+//! deltas do not fit.
+//!
+//! # Identity and resurrection
+//!
+//! A node is `(name, generation)`. A newer generation of a name replaces the older one and its
+//! keys everywhere, and nothing about an older generation is accepted afterwards. A node never
+//! accepts digest entries or deltas about its own name from peers, so a restarted node cannot
+//! be handed its previous life's keys. Forgotten nodes are remembered as "name up to
+//! generation", so stale gossip cannot bring them back.
+//!
+//! # Liveness
+//!
+//! A node counts as alive once it has shown two heartbeats (the first sighting and one
+//! increase) since it was learned or declared dead; a single (possibly stale) heartbeat is not
+//! enough. It is declared dead when phi exceeds `phi_threshold`, which clears its heartbeat
+//! history. A `Leave` marks it left at once; the mark also travels in digests.
+//!
+//! # Deletion
+//!
+//! A delete writes a versioned tombstone. Each holder collects tombstones `tombstone_grace`
+//! after it first saw them and raises its collection floor (`last_gc_version`). A peer whose
+//! copy ends below that floor, and whose own floor is lower, may have missed collected
+//! tombstones: it gets a reset delta, drops its copy and rebuilds it from version 0.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::config::Config;
+use crate::crypto::{ReplayWindow, SEAL_OVERHEAD};
+use crate::detector::PhiDetector;
+use crate::types::{ClusterView, Event, Liveness, NodeId, NodeView, Outgoing, SetError, Stats};
+use crate::wire::{self, Digest, DigestEntry, Envelope, KeyUpdate, Message, NodeDelta, WireError};
+
+/// Bytes reserved for the envelope's sequence number (a varint of at most 9 bytes) and the
+/// message tag.
+const ENVELOPE_FIXED_OVERHEAD: usize = 10;
+
+/// Below this many free bytes no further node delta is attempted.
+const MIN_USEFUL_DELTA_ROOM: usize = 24;
+
+/// The state of a node as the detector sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Learned about, but not yet shown two heartbeats.
+    Pending,
+    /// Heartbeats arrive.
+    Alive,
+    /// Declared dead by the detector (or superseded).
+    Dead,
+    /// Announced its departure.
+    Left,
+}
+
+/// One versioned key of a node.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// `None` is a tombstone.
+    value: Option<Vec<u8>>,
+    /// The owner's version of the write.
+    version: u64,
+}
+
+/// Everything known about one node (this node included).
+#[derive(Debug)]
+struct NodeRecord {
+    id: NodeId,
+    heartbeat: u64,
+    /// Every version up to this one is held (gap-free).
+    max_version: u64,
+    /// Tombstones up to this version were collected here.
+    last_gc_version: u64,
+    keys: BTreeMap<String, Entry>,
+    /// Index from version to key, for deltas in version order.
+    by_version: BTreeMap<u64, String>,
+    /// Tombstone versions and when they were first seen here (`None` until the next tick for
+    /// local deletes, which have no clock).
+    tombstones: BTreeMap<u64, Option<Instant>>,
+    status: Status,
+    /// When `status` last changed; dead, left and pending nodes are forgotten relative to it.
+    status_since: Instant,
+    detector: PhiDetector,
+    /// Heartbeat sightings since the node was learned or declared dead.
+    sightings: u32,
+}
+
+impl NodeRecord {
+    fn new(id: NodeId, status: Status, now: Instant) -> NodeRecord {
+        NodeRecord {
+            id,
+            heartbeat: 0,
+            max_version: 0,
+            last_gc_version: 0,
+            keys: BTreeMap::new(),
+            by_version: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            status,
+            status_since: now,
+            detector: PhiDetector::default(),
+            sightings: 0,
+        }
+    }
+
+    fn digest_entry(&self) -> DigestEntry {
+        DigestEntry {
+            node: self.id.clone(),
+            heartbeat: self.heartbeat,
+            max_version: self.max_version,
+            last_gc_version: self.last_gc_version,
+            left: self.status == Status::Left,
+        }
+    }
+
+    fn live_keys(&self) -> BTreeMap<String, Vec<u8>> {
+        self.keys.iter().filter_map(|(key, entry)| Some((key.clone(), entry.value.clone()?))).collect()
+    }
+
+    /// Stores one write and returns the new live value if the visible value changed.
+    fn write(
+        &mut self,
+        key: String,
+        value: Option<Vec<u8>>,
+        version: u64,
+        seen_at: Option<Instant>,
+    ) -> Option<Option<Vec<u8>>> {
+        let old_value = match self.keys.get(&key) {
+            Some(old) => {
+                self.by_version.remove(&old.version);
+                self.tombstones.remove(&old.version);
+                old.value.as_ref()
+            }
+            None => None,
+        };
+        let changed = old_value != value.as_ref();
+        if value.is_none() {
+            self.tombstones.insert(version, seen_at);
+        }
+        self.by_version.insert(version, key.clone());
+        self.max_version = self.max_version.max(version);
+        let event = changed.then(|| value.clone());
+        self.keys.insert(key, Entry { value, version });
+        event
+    }
+
+    /// Drops all keys (a reset) and returns the keys that were live.
+    fn wipe(&mut self) -> Vec<String> {
+        let live =
+            self.keys.iter().filter(|(_, entry)| entry.value.is_some()).map(|(key, _)| key.clone()).collect();
+        self.keys.clear();
+        self.by_version.clear();
+        self.tombstones.clear();
+        self.max_version = 0;
+        live
+    }
+
+    fn set_status(&mut self, status: Status, now: Instant) {
+        self.status = status;
+        self.status_since = now;
+    }
+}
+
+/// What a peer said it knows about one node, taken from its digest.
+#[derive(Debug, Clone, Copy)]
+struct PeerKnows {
+    generation: u64,
+    max_version: u64,
+    last_gc_version: u64,
+}
+
+/// One node's part of an outgoing delta, before it is cut to size.
+struct Candidate<'a> {
+    record: &'a NodeRecord,
+    /// The peer has nothing of this node (or an older generation).
+    unknown: bool,
+    reset: bool,
+    from_version: u64,
+}
+
+/// The sans-IO gossip core. See the module documentation for the protocol.
+#[derive(Debug)]
+pub struct Gossip {
+    config: Config,
+    id: NodeId,
+    /// Every known node by name, this node included.
+    nodes: BTreeMap<String, NodeRecord>,
+    /// Forgotten names and the newest generation forgotten for each.
+    forgotten: BTreeMap<String, u64>,
+    /// Anti-replay state per sender name: the newest generation seen and its window.
+    replay: BTreeMap<String, (u64, ReplayWindow)>,
+    rng: StdRng,
+    /// The last sequence number used.
+    sequence: u64,
+    /// Where the next digest page starts among the other nodes.
+    digest_cursor: usize,
+    events: Vec<Event>,
+    stats: Stats,
+    view_version: u64,
+    left: bool,
+    /// When the core was created.
+    started_at: Instant,
+    /// The datagram header, also the associated data when sealing.
+    header: Vec<u8>,
+    /// Bytes available for the message fields inside one datagram.
+    message_room: usize,
+}
+
+impl Gossip {
+    /// A node with no peers yet; it joins through `config.seeds` on its first tick.
+    pub fn new(config: Config, now: Instant) -> Gossip {
+        let id = NodeId {
+            name: config.node_name.clone(),
+            generation: config.generation,
+            gossip_addr: config.gossip_addr,
+        };
+        let header = wire::header(&config.cluster_id, config.keys.is_some());
+        let seal = if config.keys.is_some() { SEAL_OVERHEAD } else { 0 };
+        let message_room = config
+            .datagram_budget
+            .saturating_sub(header.len() + seal + wire::encoded_len(&id) + ENVELOPE_FIXED_OVERHEAD);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(id.name.clone(), NodeRecord::new(id.clone(), Status::Alive, now));
+        Gossip {
+            rng: StdRng::seed_from_u64(config.rng_seed),
+            config,
+            id,
+            nodes,
+            forgotten: BTreeMap::new(),
+            replay: BTreeMap::new(),
+            sequence: 0,
+            digest_cursor: 0,
+            events: Vec::new(),
+            stats: Stats::default(),
+            view_version: 0,
+            left: false,
+            started_at: now,
+            header,
+            message_room,
+        }
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The configuration this core runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The largest value `key` can hold so that one write still fits into one datagram.
+    ///
+    /// # Errors
+    ///
+    /// [`SetError::KeyTooLarge`] if the key alone leaves no room.
+    pub fn max_value_len(&self, key: &str) -> Result<usize, SetError> {
+        let delta = NodeDelta {
+            node: self.id.clone(),
+            reset: true,
+            last_gc_version: u64::MAX,
+            from_version: u64::MAX,
+            up_to: u64::MAX,
+            updates: Vec::new(),
+        };
+        // The Ack is the smallest message that carries a delta: its vector prefix, the node
+        // delta with a count prefix that may grow, and the update with the widest version and
+        // value-length prefixes.
+        let fixed = 3 + wire::encoded_len(&delta) + 2 + update_len(key, Some(0), u64::MAX) + 8;
+        self.message_room
+            .checked_sub(fixed)
+            .filter(|&max| max > 0)
+            .ok_or(SetError::KeyTooLarge { len: key.len() })
+    }
+
+    /// Sets one of this node's keys; a write of the current value is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`SetError::ValueTooLarge`] or [`SetError::KeyTooLarge`] if the write could not travel
+    /// in one datagram.
+    pub fn set(&mut self, key: &str, value: Vec<u8>) -> Result<(), SetError> {
+        let max = self.max_value_len(key)?;
+        if value.len() > max {
+            return Err(SetError::ValueTooLarge { len: value.len(), max });
+        }
+        let own = self.own_record_mut();
+        if own.keys.get(key).and_then(|entry| entry.value.as_ref()) == Some(&value) {
+            return Ok(());
+        }
+        let version = own.max_version + 1;
+        let change = own.write(key.to_owned(), Some(value), version, None);
+        if let Some(value) = change {
+            self.push_event(Event::KeyChanged { node: self.id.clone(), key: key.to_owned(), value });
+        }
+        Ok(())
+    }
+
+    /// Deletes one of this node's keys (a versioned tombstone); deleting a missing key is a
+    /// no-op.
+    pub fn delete(&mut self, key: &str) {
+        let own = self.own_record_mut();
+        if own.keys.get(key).is_none_or(|entry| entry.value.is_none()) {
+            return;
+        }
+        let version = own.max_version + 1;
+        // The tombstone's collection clock starts at the next tick, which knows the time.
+        if own.write(key.to_owned(), None, version, None).is_some() {
+            self.push_event(Event::KeyChanged { node: self.id.clone(), key: key.to_owned(), value: None });
+        }
+    }
+
+    /// One round: a heartbeat, failure detection, garbage collection, and `Syn`s to the chosen
+    /// peers.
+    pub fn tick(&mut self, now: Instant) -> Vec<Outgoing> {
+        if self.left {
+            return Vec::new();
+        }
+        self.own_record_mut().heartbeat += 1;
+        self.detect_failures(now);
+        self.collect_tombstones(now);
+        self.forget_departed(now);
+        self.send_syns()
+    }
+
+    /// Sends a round of `Syn`s at once, without a heartbeat, so a fresh change spreads without
+    /// waiting for the next tick. It also starts the collection clock of fresh local deletes.
+    pub fn gossip_now(&mut self, now: Instant) -> Vec<Outgoing> {
+        if self.left {
+            return Vec::new();
+        }
+        for seen_at in self.own_record_mut().tombstones.values_mut() {
+            seen_at.get_or_insert(now);
+        }
+        self.send_syns()
+    }
+
+    /// Announces that this node leaves: a `Leave` to every known live or joining peer. The core
+    /// sends and accepts nothing afterwards.
+    pub fn leave(&mut self, now: Instant) -> Vec<Outgoing> {
+        if self.left {
+            return Vec::new();
+        }
+        self.left = true;
+        self.own_record_mut().set_status(Status::Left, now);
+        let targets: Vec<SocketAddr> = self
+            .others()
+            .filter(|record| matches!(record.status, Status::Alive | Status::Pending))
+            .map(|record| record.id.gossip_addr)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        targets.into_iter().filter_map(|to| self.send(to, Message::Leave)).collect()
+    }
+
+    /// Handles one received datagram and returns the replies.
+    pub fn handle(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) -> Vec<Outgoing> {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        if datagram.len() > self.config.datagram_budget {
+            self.stats.dropped_oversized += 1;
+            return Vec::new();
+        }
+        let envelope =
+            match wire::decode_datagram(datagram, &self.config.cluster_id, self.config.keys.as_ref()) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    self.count_wire_error(error);
+                    return Vec::new();
+                }
+            };
+        if self.left || !self.accept_sender(&envelope) {
+            return Vec::new();
+        }
+        match envelope.message {
+            Message::Syn { digest } => {
+                self.merge_digest(&digest.entries, now);
+                let reply = self.syn_ack(&digest);
+                self.send(from, reply).into_iter().collect()
+            }
+            Message::SynAck { digest, delta } => {
+                self.merge_digest(&digest.entries, now);
+                self.apply_deltas(delta, now);
+                let peer = peer_knowledge(&digest);
+                let delta = self.build_delta(&peer, false, self.message_room.saturating_sub(3));
+                if delta.is_empty() {
+                    return Vec::new();
+                }
+                self.send(from, Message::Ack { delta }).into_iter().collect()
+            }
+            Message::Ack { delta } => {
+                self.apply_deltas(delta, now);
+                Vec::new()
+            }
+            Message::Leave => {
+                self.mark_left(&envelope.sender, now);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes the events produced since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Grows whenever the view changes in a way worth publishing: an event, or a node
+    /// forgotten after its grace. Heartbeats alone never change it.
+    pub fn view_version(&self) -> u64 {
+        self.view_version
+    }
+
+    /// The cluster as seen now, with fresh phi values.
+    pub fn view(&self, now: Instant) -> ClusterView {
+        let nodes = self
+            .nodes
+            .values()
+            .map(|record| {
+                let own = record.id.name == self.id.name;
+                let liveness = match record.status {
+                    Status::Alive => Liveness::Alive,
+                    Status::Pending | Status::Dead => Liveness::Dead,
+                    Status::Left => Liveness::Left,
+                };
+                let phi = if own {
+                    None
+                } else {
+                    record.detector.phi(now, self.config.min_std_dev, self.config.acceptable_pause)
+                };
+                let view = NodeView { id: record.id.clone(), liveness, phi, keys: record.live_keys() };
+                (record.id.name.clone(), view)
+            })
+            .collect();
+        ClusterView { self_id: self.id.clone(), nodes }
+    }
+
+    /// The liveness of one node by name, without building a whole view.
+    pub fn liveness(&self, name: &str) -> Option<Liveness> {
+        self.nodes.get(name).map(|record| match record.status {
+            Status::Alive => Liveness::Alive,
+            Status::Pending | Status::Dead => Liveness::Dead,
+            Status::Left => Liveness::Left,
+        })
+    }
+
+    /// The live value of one key of one node, without building a whole view.
+    pub fn value(&self, name: &str, key: &str) -> Option<&[u8]> {
+        self.nodes.get(name)?.keys.get(key)?.value.as_deref()
+    }
+
+    /// The generation known for a name, if any.
+    pub fn known_generation(&self, name: &str) -> Option<u64> {
+        self.nodes.get(name).map(|record| record.id.generation)
+    }
+
+    /// How many nodes are known, this node included.
+    pub fn known_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn own_record_mut(&mut self) -> &mut NodeRecord {
+        // The own record is created in `new` and never removed (forgetting skips it); the
+        // entry API merely avoids an unwrap.
+        let (id, since) = (self.id.clone(), self.started_at);
+        self.nodes.entry(id.name.clone()).or_insert_with(|| NodeRecord::new(id, Status::Alive, since))
+    }
+
+    fn others(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values().filter(move |record| record.id.name != self.id.name)
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.events.push(event);
+        self.view_version += 1;
+    }
+
+    fn count_wire_error(&mut self, error: WireError) {
+        let counter = match error {
+            WireError::BadMagic => &mut self.stats.dropped_bad_magic,
+            WireError::WrongVersion(_) => &mut self.stats.dropped_wrong_version,
+            WireError::OtherCluster => &mut self.stats.dropped_other_cluster,
+            WireError::AuthFailure => &mut self.stats.dropped_auth_failure,
+            WireError::Malformed => &mut self.stats.dropped_malformed,
+        };
+        *counter += 1;
+    }
+
+    /// Refuses datagrams claiming this node's name, from superseded or forgotten generations,
+    /// and (with keys) replayed ones.
+    fn accept_sender(&mut self, envelope: &Envelope) -> bool {
+        let sender = &envelope.sender;
+        let superseded =
+            self.nodes.get(&sender.name).is_some_and(|record| record.id.generation > sender.generation);
+        let forgotten =
+            self.forgotten.get(&sender.name).is_some_and(|&generation| generation >= sender.generation);
+        if sender.name == self.id.name || superseded || forgotten {
+            self.stats.dropped_stale_sender += 1;
+            return false;
+        }
+        if self.config.keys.is_none() {
+            return true;
+        }
+        let (generation, window) = self
+            .replay
+            .entry(sender.name.clone())
+            .or_insert_with(|| (sender.generation, ReplayWindow::new()));
+        if *generation > sender.generation {
+            self.stats.dropped_replay += 1;
+            return false;
+        }
+        if *generation < sender.generation {
+            *generation = sender.generation;
+            *window = ReplayWindow::new();
+        }
+        if !window.accept(envelope.sequence) {
+            self.stats.dropped_replay += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Encodes, seals and counts one datagram.
+    fn send(&mut self, to: SocketAddr, message: Message) -> Option<Outgoing> {
+        self.sequence += 1;
+        let envelope = Envelope { sender: self.id.clone(), sequence: self.sequence, message };
+        let datagram = wire::encode_with_header(&self.header, self.config.keys.as_ref(), &envelope);
+        if datagram.len() > self.config.datagram_budget {
+            // The size accounting is conservative, so this only happens with a budget too
+            // small for even an empty message.
+            tracing::error!(
+                len = datagram.len(),
+                budget = self.config.datagram_budget,
+                "gossip datagram over budget not sent"
+            );
+            return None;
+        }
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += datagram.len() as u64;
+        Some(Outgoing { to, datagram })
+    }
+
+    fn send_syns(&mut self) -> Vec<Outgoing> {
+        let targets = self.choose_targets();
+        let mut outgoing = Vec::with_capacity(targets.len());
+        for to in targets {
+            let digest = self.syn_digest();
+            outgoing.extend(self.send(to, Message::Syn { digest }));
+        }
+        outgoing
+    }
+
+    /// `fanout` random live peers, one dead or unconfirmed peer with probability
+    /// `dead / (live + 1)`, and every seed while no peer is alive.
+    fn choose_targets(&mut self) -> Vec<SocketAddr> {
+        let mut live: Vec<SocketAddr> = Vec::new();
+        let mut dead: Vec<SocketAddr> = Vec::new();
+        for record in self.nodes.values() {
+            if record.id.name == self.id.name {
+                continue;
+            }
+            match record.status {
+                Status::Alive => live.push(record.id.gossip_addr),
+                Status::Pending | Status::Dead => dead.push(record.id.gossip_addr),
+                Status::Left => {}
+            }
+        }
+        let mut targets = Vec::new();
+        let picks = self.config.fanout.min(live.len());
+        for index in 0..picks {
+            let chosen = self.rng.random_range(index..live.len());
+            live.swap(index, chosen);
+            targets.push(live[index]);
+        }
+        if !dead.is_empty() {
+            let probability = dead.len() as f64 / (live.len() + 1) as f64;
+            if self.rng.random::<f64>() < probability {
+                targets.push(dead[self.rng.random_range(0..dead.len())]);
+            }
+        }
+        if live.is_empty() {
+            targets.extend(self.config.seeds.iter().filter(|&&seed| seed != self.id.gossip_addr));
+        }
+        let mut seen = BTreeSet::new();
+        targets.retain(|target| seen.insert(*target));
+        targets
+    }
+
+    /// A `Syn` digest: this node first, then a rotating page of the others that fits.
+    fn syn_digest(&mut self) -> Digest {
+        let room = self.message_room.saturating_sub(4);
+        let own = self.nodes.get(&self.id.name).map(NodeRecord::digest_entry);
+        let mut used = own.as_ref().map_or(0, wire::encoded_len);
+        let mut entries: Vec<DigestEntry> = own.into_iter().collect();
+        let others: Vec<&NodeRecord> = self.others().collect();
+        let start = if others.is_empty() { 0 } else { self.digest_cursor % others.len() };
+        let mut included = 0;
+        for offset in 0..others.len() {
+            let entry = others[(start + offset) % others.len()].digest_entry();
+            let len = wire::encoded_len(&entry);
+            if used + len > room {
+                break;
+            }
+            used += len;
+            entries.push(entry);
+            included += 1;
+        }
+        let complete = included == others.len();
+        if !others.is_empty() {
+            self.digest_cursor = (start + included) % others.len();
+        }
+        Digest { entries, complete }
+    }
+
+    /// The answer to a `Syn`: deltas first, then a digest of requests (where the initiator is
+    /// ahead), news (where this node knows more) and, for a partial digest, a rotating page.
+    fn syn_ack(&mut self, their_digest: &Digest) -> Message {
+        let peer = peer_knowledge(their_digest);
+        let room = self.message_room.saturating_sub(4 + 3);
+        let own_entry = self.nodes.get(&self.id.name).map(NodeRecord::digest_entry);
+        let own_len = own_entry.as_ref().map_or(0, wire::encoded_len);
+        let mut requests = Vec::new();
+        for entry in &their_digest.entries {
+            if let Some(record) = self.nodes.get(&entry.node.name)
+                && record.id.name != self.id.name
+                && record.id.generation == entry.node.generation
+                && entry.max_version > record.max_version
+            {
+                requests.push(record.digest_entry());
+            }
+        }
+        let requests_len: usize = requests.iter().map(wire::encoded_len).sum();
+        let reserved = own_len + requests_len.min(room / 3);
+        let delta = self.build_delta(&peer, their_digest.complete, room.saturating_sub(reserved));
+        let delta_len: usize = delta.iter().map(wire::encoded_len).sum::<usize>();
+        let digest_room = room.saturating_sub(delta_len);
+
+        let mut used = own_len;
+        let mut listed: BTreeSet<String> = BTreeSet::new();
+        let mut entries: Vec<DigestEntry> = Vec::new();
+        if let Some(own) = own_entry {
+            listed.insert(own.node.name.clone());
+            entries.push(own);
+        }
+        let mut offer = |entry: DigestEntry, used: &mut usize, entries: &mut Vec<DigestEntry>| {
+            let len = wire::encoded_len(&entry);
+            if *used + len <= digest_room && listed.insert(entry.node.name.clone()) {
+                *used += len;
+                entries.push(entry);
+            }
+        };
+        for entry in requests {
+            offer(entry, &mut used, &mut entries);
+        }
+        let mentioned: BTreeMap<&str, &DigestEntry> =
+            their_digest.entries.iter().map(|entry| (entry.node.name.as_str(), entry)).collect();
+        let mut unmentioned = Vec::new();
+        for record in self.others() {
+            let news = match mentioned.get(record.id.name.as_str()) {
+                Some(theirs) if theirs.node.generation == record.id.generation => {
+                    record.heartbeat > theirs.heartbeat
+                        || record.max_version > theirs.max_version
+                        || (record.status == Status::Left && !theirs.left)
+                }
+                Some(theirs) => record.id.generation > theirs.node.generation,
+                None if their_digest.complete => true,
+                None => {
+                    unmentioned.push(record.digest_entry());
+                    false
+                }
+            };
+            if news {
+                offer(record.digest_entry(), &mut used, &mut entries);
+            }
+        }
+        if !unmentioned.is_empty() {
+            let start = self.digest_cursor % unmentioned.len();
+            let count = unmentioned.len();
+            let mut rotated: Vec<DigestEntry> = unmentioned.split_off(start);
+            rotated.extend(unmentioned);
+            let before = entries.len();
+            for entry in rotated {
+                offer(entry, &mut used, &mut entries);
+            }
+            self.digest_cursor = (start + entries.len() - before) % count;
+        }
+        Message::SynAck { digest: Digest { entries, complete: false }, delta }
+    }
+
+    /// Deltas a peer lacks, cut to `room` bytes: nodes the peer does not know first (smallest
+    /// state first), then the nodes with the most missing versions (scuttle-depth); each node's
+    /// updates in ascending version order without gaps.
+    fn build_delta(
+        &self,
+        peer: &BTreeMap<String, PeerKnows>,
+        peer_complete: bool,
+        room: usize,
+    ) -> Vec<NodeDelta> {
+        let mut candidates: Vec<Candidate<'_>> = Vec::new();
+        for record in self.nodes.values() {
+            let (their_max, their_gc) = match peer.get(&record.id.name) {
+                Some(knows) if knows.generation == record.id.generation => {
+                    (knows.max_version, knows.last_gc_version)
+                }
+                Some(knows) if knows.generation > record.id.generation => continue,
+                Some(_) => (0, 0),
+                None if peer_complete => (0, 0),
+                None => continue,
+            };
+            let reset = their_max < record.last_gc_version && their_gc < record.last_gc_version;
+            if !reset && record.max_version <= their_max {
+                continue;
+            }
+            candidates.push(Candidate {
+                record,
+                unknown: their_max == 0 && their_gc == 0,
+                reset,
+                from_version: if reset { 0 } else { their_max },
+            });
+        }
+        candidates.sort_by(|a, b| {
+            b.unknown.cmp(&a.unknown).then_with(|| {
+                if a.unknown {
+                    a.record.max_version.cmp(&b.record.max_version)
+                } else {
+                    let missing = |c: &Candidate<'_>| c.record.max_version - c.from_version;
+                    missing(b).cmp(&missing(a))
+                }
+                .then_with(|| a.record.id.name.cmp(&b.record.id.name))
+            })
+        });
+
+        let room = room.saturating_sub(3);
+        let mut used = 0;
+        let mut deltas = Vec::new();
+        for candidate in candidates {
+            if room.saturating_sub(used) < MIN_USEFUL_DELTA_ROOM {
+                break;
+            }
+            let record = candidate.record;
+            let mut delta = NodeDelta {
+                node: record.id.clone(),
+                reset: candidate.reset,
+                last_gc_version: record.last_gc_version,
+                from_version: candidate.from_version,
+                up_to: record.max_version,
+                updates: Vec::new(),
+            };
+            // Two spare bytes for the update count's prefix growing past one byte.
+            let mut size = wire::encoded_len(&delta) + 2;
+            if used + size > room {
+                continue;
+            }
+            let mut cut = false;
+            for (&version, key) in record.by_version.range(candidate.from_version + 1..) {
+                let Some(entry) = record.keys.get(key) else {
+                    continue;
+                };
+                let len = update_len(key, entry.value.as_ref().map(Vec::len), version);
+                if used + size + len > room {
+                    cut = true;
+                    break;
+                }
+                size += len;
+                delta.updates.push(KeyUpdate { key: key.clone(), value: entry.value.clone(), version });
+            }
+            if cut {
+                match delta.updates.last() {
+                    Some(last) => delta.up_to = last.version,
+                    None => continue,
+                }
+            }
+            used += size;
+            deltas.push(delta);
+        }
+        deltas
+    }
+
+    /// Merges digest entries: learns nodes, replaces older generations, records heartbeats and
+    /// departures.
+    fn merge_digest(&mut self, entries: &[DigestEntry], now: Instant) {
+        for entry in entries {
+            let Some(record) = self.record_for(&entry.node, now) else {
+                continue;
+            };
+            if entry.left {
+                if record.status != Status::Left {
+                    record.set_status(Status::Left, now);
+                    record.detector.clear();
+                    let id = record.id.clone();
+                    self.push_event(Event::NodeLeft(id));
+                }
+                continue;
+            }
+            if entry.heartbeat > record.heartbeat {
+                record.heartbeat = entry.heartbeat;
+                self.heartbeat_seen(&entry.node.name, now);
+            }
+        }
+    }
+
+    /// Records one heartbeat sighting; the second sighting since the node was learned or
+    /// declared dead makes it alive.
+    fn heartbeat_seen(&mut self, name: &str, now: Instant) {
+        let interval = self.config.gossip_interval;
+        let Some(record) = self.nodes.get_mut(name) else {
+            return;
+        };
+        if record.status == Status::Left {
+            return;
+        }
+        record.detector.record(now, interval);
+        record.sightings = record.sightings.saturating_add(1);
+        if matches!(record.status, Status::Pending | Status::Dead) && record.sightings >= 2 {
+            record.set_status(Status::Alive, now);
+            let id = record.id.clone();
+            self.push_event(Event::NodeAlive(id));
+        }
+    }
+
+    /// The record for a peer identity, created or replaced as needed; `None` when the identity
+    /// is this node's name, forgotten, or older than what is known.
+    fn record_for(&mut self, id: &NodeId, now: Instant) -> Option<&mut NodeRecord> {
+        if id.name == self.id.name {
+            return None;
+        }
+        if self.forgotten.get(&id.name).is_some_and(|&generation| generation >= id.generation) {
+            return None;
+        }
+        let known = self.nodes.get(&id.name).map(|record| record.id.generation);
+        match known {
+            Some(generation) if generation > id.generation => return None,
+            Some(generation) if generation < id.generation => self.replace_generation(id, now),
+            Some(_) => {}
+            None => {
+                self.nodes.insert(id.name.clone(), NodeRecord::new(id.clone(), Status::Pending, now));
+                self.view_version += 1;
+            }
+        }
+        self.nodes.get_mut(&id.name)
+    }
+
+    /// Drops an older generation's state in favour of a newer one.
+    fn replace_generation(&mut self, id: &NodeId, now: Instant) {
+        let fresh = NodeRecord::new(id.clone(), Status::Pending, now);
+        let Some(old) = self.nodes.insert(id.name.clone(), fresh) else {
+            return;
+        };
+        if old.status == Status::Alive {
+            self.push_event(Event::NodeDead(old.id.clone()));
+        }
+        for (key, entry) in old.keys {
+            if entry.value.is_some() {
+                self.push_event(Event::KeyChanged { node: old.id.clone(), key, value: None });
+            }
+        }
+        self.view_version += 1;
+    }
+
+    /// Applies received node deltas, refusing anything about this node's own name, superseded
+    /// generations, gaps and out-of-order updates.
+    fn apply_deltas(&mut self, deltas: Vec<NodeDelta>, now: Instant) {
+        for delta in deltas {
+            if delta.node.name == self.id.name {
+                self.stats.ignored_updates_about_self += 1;
+                continue;
+            }
+            let mut events = Vec::new();
+            let Some(record) = self.record_for(&delta.node, now) else {
+                continue;
+            };
+            let reset_needed =
+                record.max_version < delta.last_gc_version && record.last_gc_version < delta.last_gc_version;
+            let from_version = if delta.reset { 0 } else { delta.from_version };
+            if from_version > record.max_version {
+                continue;
+            }
+            if delta.reset && reset_needed {
+                let removed = record.wipe();
+                record.last_gc_version = delta.last_gc_version;
+                let kept: BTreeSet<&str> = delta.updates.iter().map(|u| u.key.as_str()).collect();
+                for key in removed {
+                    if !kept.contains(key.as_str()) {
+                        events.push((key, None));
+                    }
+                }
+            }
+            let mut previous = from_version;
+            let mut well_formed = true;
+            for update in delta.updates {
+                if update.version <= previous {
+                    well_formed = false;
+                    break;
+                }
+                previous = update.version;
+                if update.version <= record.max_version {
+                    continue;
+                }
+                let seen_at = update.value.is_none().then_some(now);
+                if let Some(value) = record.write(update.key.clone(), update.value, update.version, seen_at) {
+                    events.push((update.key, value));
+                }
+            }
+            if well_formed && delta.up_to >= previous && delta.up_to > record.max_version {
+                record.max_version = delta.up_to;
+            }
+            let node = record.id.clone();
+            for (key, value) in events {
+                self.push_event(Event::KeyChanged { node: node.clone(), key, value });
+            }
+        }
+    }
+
+    fn mark_left(&mut self, sender: &NodeId, now: Instant) {
+        let Some(record) = self.nodes.get_mut(&sender.name) else {
+            return;
+        };
+        if record.id.generation != sender.generation || record.status == Status::Left {
+            return;
+        }
+        record.set_status(Status::Left, now);
+        record.detector.clear();
+        let id = record.id.clone();
+        self.push_event(Event::NodeLeft(id));
+    }
+
+    /// Declares dead every alive peer whose phi exceeds the threshold, clearing its history.
+    fn detect_failures(&mut self, now: Instant) {
+        let mut died = Vec::new();
+        for record in self.nodes.values_mut() {
+            if record.status != Status::Alive || record.id.name == self.id.name {
+                continue;
+            }
+            let phi = record.detector.phi(now, self.config.min_std_dev, self.config.acceptable_pause);
+            if phi.is_some_and(|phi| phi > self.config.phi_threshold) {
+                record.set_status(Status::Dead, now);
+                record.detector.clear();
+                record.sightings = 0;
+                died.push(record.id.clone());
+            }
+        }
+        for id in died {
+            self.push_event(Event::NodeDead(id));
+        }
+    }
+
+    /// Collects tombstones older than the grace and raises each node's collection floor.
+    fn collect_tombstones(&mut self, now: Instant) {
+        let grace = self.config.tombstone_grace;
+        for record in self.nodes.values_mut() {
+            let mut expired = Vec::new();
+            for (&version, seen_at) in &mut record.tombstones {
+                match seen_at {
+                    None => *seen_at = Some(now),
+                    Some(at) if now.saturating_duration_since(*at) >= grace => {
+                        expired.push(version);
+                    }
+                    Some(_) => {}
+                }
+            }
+            for version in expired {
+                record.tombstones.remove(&version);
+                if let Some(key) = record.by_version.remove(&version) {
+                    record.keys.remove(&key);
+                }
+                record.last_gc_version = record.last_gc_version.max(version);
+            }
+        }
+    }
+
+    /// Forgets peers that stayed dead, left or unconfirmed for `dead_node_grace`, remembering
+    /// their generation so stale gossip cannot bring them back.
+    fn forget_departed(&mut self, now: Instant) {
+        let grace = self.config.dead_node_grace;
+        let expired: Vec<NodeId> = self
+            .others()
+            .filter(|record| record.status != Status::Alive)
+            .filter(|record| now.saturating_duration_since(record.status_since) >= grace)
+            .map(|record| record.id.clone())
+            .collect();
+        for id in expired {
+            self.nodes.remove(&id.name);
+            let generation = self.forgotten.entry(id.name).or_insert(id.generation);
+            *generation = (*generation).max(id.generation);
+            self.view_version += 1;
+        }
+    }
+}
+
+/// What a digest says the peer knows, by node name.
+fn peer_knowledge(digest: &Digest) -> BTreeMap<String, PeerKnows> {
+    digest
+        .entries
+        .iter()
+        .map(|entry| {
+            (
+                entry.node.name.clone(),
+                PeerKnows {
+                    generation: entry.node.generation,
+                    max_version: entry.max_version,
+                    last_gc_version: entry.last_gc_version,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The encoded length of a [`KeyUpdate`] without building it.
+fn update_len(key: &str, value_len: Option<usize>, version: u64) -> usize {
+    let value = match value_len {
+        Some(len) => 1 + wire::length_prefix_len(len) + len,
+        None => 1,
+    };
+    wire::length_prefix_len(key.len()) + key.len() + value + varint_len(version)
+}
+
+/// The encoded length of a variable-length integer in bincode's standard configuration.
+fn varint_len(value: u64) -> usize {
+    match value {
+        0..=250 => 1,
+        251..=0xFFFF => 3,
+        0x1_0000..=0xFFFF_FFFF => 5,
+        _ => 9,
+    }
+}
