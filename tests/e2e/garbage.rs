@@ -9,7 +9,7 @@ use fechter_lab::{GOSSIP_PORT, Lab, Status};
 use crate::common::{QUIET, scenario, spread_cluster};
 
 /// The largest UDP payload IPv4 can carry.
-const MAX_UDP_PAYLOAD: usize = 65_507;
+pub(crate) const MAX_UDP_PAYLOAD: usize = 65_507;
 
 #[test]
 fn garbage_datagrams_change_nothing() {
@@ -53,7 +53,7 @@ fn garbage_datagrams_change_nothing() {
 }
 
 /// One gossip datagram that node `i` receives, captured with tcpdump inside its namespace.
-fn capture_gossip_datagram(lab: &Lab, i: usize) -> Result<Vec<u8>> {
+pub(crate) fn capture_gossip_datagram(lab: &Lab, i: usize) -> Result<Vec<u8>> {
     let file = lab.dir().join(format!("capture-n{i}.pcap"));
     let file_arg = file.display().to_string();
     let filter = format!("udp dst port {GOSSIP_PORT} and dst host {}", lab.node_ip(i));
@@ -98,10 +98,10 @@ fn udp_payload_of_first_packet(pcap: &[u8]) -> Result<Vec<u8>> {
 
 /// A small xorshift generator: the bytes only need to be arbitrary, not secure, and the seed is
 /// printed on failure through the data it produced.
-struct Noise(u64);
+pub(crate) struct Noise(u64);
 
 impl Noise {
-    fn seeded() -> Noise {
+    pub(crate) fn seeded() -> Noise {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
         Noise(u64::from(nanos) ^ (u64::from(std::process::id()) << 32) | 1)
     }
@@ -113,11 +113,11 @@ impl Noise {
         self.0
     }
 
-    fn below(&mut self, bound: usize) -> usize {
+    pub(crate) fn below(&mut self, bound: usize) -> usize {
         usize::try_from(self.next() % u64::try_from(bound).unwrap_or(u64::MAX)).unwrap_or(0)
     }
 
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
     }
 }

@@ -6,11 +6,18 @@
 //! the same cargo target directory; `cargo build --workspace` puts them there.
 
 mod admin;
+mod chaos;
 mod cli_input;
 mod common;
 mod failover;
 mod garbage;
 mod gateway;
+mod ipv6;
 mod lan;
+mod ops_config;
+mod ops_health;
+mod ops_maintenance;
 mod restart;
+mod security;
 mod spread;
+mod state_dir;

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 use crate::output::NodeNaming;
@@ -51,6 +51,13 @@ pub enum CliCommand {
     Info(ReportArgs),
     /// Show whether this node can reach its gateway.
     Connectivity,
+    /// Freeze every assignment cluster-wide (on) or resume failover (off). While it is on, no
+    /// node acquires or releases an address, even when a node dies; use it for upgrades.
+    Maintenance {
+        /// `on` or `off`.
+        #[arg(value_enum)]
+        state: Switch,
+    },
     /// Print a new cluster key for fechterd's --cluster-key-file.
     Keygen,
     /// Print a shell completion script.
@@ -60,6 +67,15 @@ pub enum CliCommand {
     },
     /// Print the man page (roff).
     Man,
+}
+
+/// The argument of `maintenance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Turn it on.
+    On,
+    /// Turn it off.
+    Off,
 }
 
 /// The options of the reporting commands `status` and `info`.
@@ -117,7 +133,7 @@ mod tests {
 
     #[test]
     fn usage_errors_are_clap_errors() {
-        let cases: [&[&str]; 7] = [
+        let cases: [&[&str]; 9] = [
             &["fechter"],
             &["fechter", "reboot"],
             &["fechter", "add-address"],
@@ -125,6 +141,8 @@ mod tests {
             &["fechter", "up", "now"],
             &["fechter", "connectivity", "-n"],
             &["fechter", "completions", "cmd.exe"],
+            &["fechter", "maintenance"],
+            &["fechter", "maintenance", "maybe"],
         ];
         for args in cases {
             let error = Cli::try_parse_from(args).expect_err(&args.join(" "));

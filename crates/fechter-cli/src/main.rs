@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use serde::Serialize;
 
-use fechter_cli::cli::{self, Cli, CliCommand};
+use fechter_cli::cli::{self, Cli, CliCommand, Switch};
 use fechter_cli::proto::{Body, Command, Outcome, Request};
 use fechter_cli::{client, keygen, output, resource};
 
@@ -47,6 +47,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Up => expect_done(request(socket, Command::Up)?),
         CliCommand::Down => expect_done(request(socket, Command::Down)?),
+        CliCommand::Maintenance { state } => {
+            expect_done(request(socket, Command::Maintenance { on: state == Switch::On })?)
+        }
         CliCommand::Status(args) => {
             let Body::Status(report) = request(socket, Command::Status)? else {
                 bail!(unexpected_reply("status"));

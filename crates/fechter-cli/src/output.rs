@@ -29,20 +29,22 @@ pub fn node_name(node_id: &str, naming: NodeNaming) -> String {
     }
 }
 
+/// The line `status` starts with while cluster-wide maintenance mode is on.
+pub const MAINTENANCE_LINE: &str = "maintenance mode is on";
+
 /// One line per active pool address, in pool order: `eth0:10.0.0.20 assigned to 10.0.0.10` or
-/// `eth0:10.0.0.20 is not assigned`.
+/// `eth0:10.0.0.20 is not assigned`, after [`MAINTENANCE_LINE`] while maintenance mode is on
+/// (the assignments shown are then frozen, even those of dead nodes).
 pub fn status_lines(report: &StatusReport, naming: NodeNaming) -> Vec<String> {
-    report
-        .addresses
-        .iter()
-        .map(|entry| {
-            let resource = format!("{}:{}", entry.interface, entry.address);
-            match &entry.assigned_to {
-                Some(node_id) => format!("{resource} assigned to {}", node_name(node_id, naming)),
-                None => format!("{resource} is not assigned"),
-            }
-        })
-        .collect()
+    let maintenance = report.maintenance.then(|| MAINTENANCE_LINE.to_owned());
+    let addresses = report.addresses.iter().map(|entry| {
+        let resource = format!("{}:{}", entry.interface, entry.address);
+        match &entry.assigned_to {
+            Some(node_id) => format!("{resource} assigned to {}", node_name(node_id, naming)),
+            None => format!("{resource} is not assigned"),
+        }
+    });
+    maintenance.into_iter().chain(addresses).collect()
 }
 
 /// One line per other node, in the report's order (by id): `10.0.0.11 is alive (status: up)`,
@@ -96,6 +98,7 @@ mod tests {
             eligible: admin == Some(AdminState::Up) && liveness == Liveness::Alive,
             phi: None,
             held: 0,
+            health: None,
         }
     }
 
@@ -124,6 +127,8 @@ mod tests {
                 address("eth1", "2001:db8::20", None),
                 address("eth1", "2001:db8::21", Some("[2001:db8::1]:4573")),
             ],
+            maintenance: false,
+            health: Vec::new(),
         };
         assert_eq!(
             status_lines(&report, NodeNaming::Address),
@@ -144,8 +149,28 @@ mod tests {
             ]
         );
         assert!(
-            status_lines(&StatusReport { leader: None, addresses: Vec::new() }, NodeNaming::Id).is_empty()
+            status_lines(
+                &StatusReport { leader: None, addresses: Vec::new(), maintenance: false, health: Vec::new() },
+                NodeNaming::Id
+            )
+            .is_empty()
         );
+    }
+
+    #[test]
+    fn status_says_first_that_maintenance_mode_is_on() {
+        let report = StatusReport {
+            leader: None,
+            addresses: vec![address("eth0", "10.0.0.20", Some("10.0.0.10:4573"))],
+            maintenance: true,
+            health: Vec::new(),
+        };
+        assert_eq!(
+            status_lines(&report, NodeNaming::Address),
+            ["maintenance mode is on", "eth0:10.0.0.20 assigned to 10.0.0.10"]
+        );
+        let empty = StatusReport { addresses: Vec::new(), ..report };
+        assert_eq!(status_lines(&empty, NodeNaming::Id), ["maintenance mode is on"]);
     }
 
     #[test]

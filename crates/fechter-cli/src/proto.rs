@@ -68,6 +68,12 @@ pub enum Command {
     Info,
     /// Whether this node reaches its gateway.
     Connectivity,
+    /// Turn cluster-wide maintenance mode on or off: while it is on, no address is acquired,
+    /// released or reassigned anywhere, whatever happens to the nodes.
+    Maintenance {
+        /// Whether maintenance mode should be on.
+        on: bool,
+    },
 }
 
 impl Command {
@@ -75,7 +81,11 @@ impl Command {
     /// The daemon lets only privileged peers run changing commands.
     pub fn changes_state(&self) -> bool {
         match self {
-            Command::AddAddress { .. } | Command::RemoveAddress { .. } | Command::Up | Command::Down => true,
+            Command::AddAddress { .. }
+            | Command::RemoveAddress { .. }
+            | Command::Up
+            | Command::Down
+            | Command::Maintenance { .. } => true,
             Command::Status | Command::Info | Command::Connectivity => false,
         }
     }
@@ -159,6 +169,14 @@ pub struct StatusReport {
     pub leader: Option<String>,
     /// Active addresses in pool order; tombstones are left out.
     pub addresses: Vec<AddressStatus>,
+    /// Whether cluster-wide maintenance mode is on: every assignment is frozen, even a dead
+    /// node's. Absent in the replies of daemons older than maintenance mode, which means off.
+    #[serde(default)]
+    pub maintenance: bool,
+    /// The health of every live node that publishes it, this one included, ordered by id.
+    /// Absent in the replies of daemons older than health checks.
+    #[serde(default)]
+    pub health: Vec<NodeHealth>,
 }
 
 /// One active pool address.
@@ -204,6 +222,34 @@ pub struct NodeInfo {
     pub phi: Option<f64>,
     /// How many addresses it reports holding.
     pub held: usize,
+    /// Its health checks and links, when it has published them. Absent in the replies of daemons
+    /// older than health checks.
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// A node's health: whether its checks pass and which of its interfaces are unusable.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Health {
+    /// Whether every health check passes (after its rise and fall counts); true without checks.
+    pub healthy: bool,
+    /// The checks that fail, by name (`exec:CMD`, `http:URL`, `tcp:HOST:PORT`).
+    #[serde(default)]
+    pub failing_checks: Vec<String>,
+    /// The pool interfaces that are missing, down or without carrier there: none of their
+    /// addresses are given to the node until they return.
+    #[serde(default)]
+    pub down_interfaces: Vec<String>,
+}
+
+/// One node's health in a [`StatusReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// The node id, `ip:port`.
+    pub id: String,
+    /// Its health.
+    #[serde(flatten)]
+    pub health: Health,
 }
 
 /// A node's liveness as the failure detector sees it.
@@ -270,6 +316,18 @@ mod tests {
             let line = serde_json::to_string(&reply).unwrap();
             assert_eq!(serde_json::from_str::<Reply>(&line).unwrap(), reply);
         }
+    }
+
+    #[test]
+    fn maintenance_is_a_changing_command_and_old_status_replies_mean_off() {
+        let request = Request::new(Command::Maintenance { on: true });
+        let line = serde_json::to_string(&request).unwrap();
+        assert_eq!(line, r#"{"version":1,"command":"maintenance","on":true}"#);
+        assert!(request.command.changes_state());
+        let old = r#"{"version":1,"result":"ok","body":"status","leader":null,"addresses":[]}"#;
+        let reply: Reply = serde_json::from_str(old).unwrap();
+        let Outcome::Ok(Body::Status(report)) = reply.outcome else { panic!("{reply:?}") };
+        assert!(!report.maintenance);
     }
 
     #[test]

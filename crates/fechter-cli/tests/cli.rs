@@ -113,12 +113,13 @@ fn node(id: &str, liveness: Liveness, admin: Option<AdminState>) -> NodeInfo {
         eligible: admin == Some(AdminState::Up),
         phi: None,
         held: 0,
+        health: None,
     }
 }
 
 #[test]
 fn changing_commands_send_one_request_and_print_nothing() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["add-address", "eth0:10.0.0.20"],
             r#"{"version":1,"command":"add-address","interface":"eth0","address":"10.0.0.20","prefix_len":null}"#,
@@ -133,6 +134,8 @@ fn changing_commands_send_one_request_and_print_nothing() {
         ),
         (&["up"], r#"{"version":1,"command":"up"}"#),
         (&["down"], r#"{"version":1,"command":"down"}"#),
+        (&["maintenance", "on"], r#"{"version":1,"command":"maintenance","on":true}"#),
+        (&["maintenance", "off"], r#"{"version":1,"command":"maintenance","on":false}"#),
     ];
     for (args, request) in cases {
         let daemon = FakeDaemon::new();
@@ -162,6 +165,8 @@ fn status_prints_the_original_lines_or_json() {
                 held_by: Vec::new(),
             },
         ],
+        maintenance: false,
+        health: Vec::new(),
     };
     let reply = Reply::ok(Body::Status(report.clone()));
     let daemon = FakeDaemon::new();

@@ -11,7 +11,7 @@
 //! is skipped and reported as a [`DecodeProblem`], and the rest of the node's state is still used.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use fechter_alloc::Assignment;
@@ -59,6 +59,14 @@ pub struct NodeStatus {
     /// A new leader also starts its term above every one of these, including the terms of
     /// commits whose authors have since restarted and lost them.
     pub applied: Option<CommitRef>,
+    /// The health checks that fail there (see `checks`); any makes the node ineligible.
+    /// Absent from older nodes, which have no checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing_checks: Vec<String>,
+    /// The pool interfaces that are missing, down or without carrier there: the leader gives it
+    /// none of their addresses. Absent from older nodes, which do not watch their links.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub down_interfaces: BTreeSet<String>,
 }
 
 /// A commit and the node that wrote it, totally ordered: by term, then the lower author id
@@ -305,6 +313,8 @@ mod tests {
             gateway_reachable: true,
             eligible: true,
             applied: Some(CommitRef { term: 3, seq: 1, author: "10.0.0.1:4573".into() }),
+            failing_checks: vec!["exec:true".into()],
+            down_interfaces: BTreeSet::from(["eth1".to_owned()]),
         };
         let mut map = BTreeMap::new();
         map.insert(NODE_KEY.to_owned(), encode(&status));
@@ -356,6 +366,20 @@ mod tests {
         );
         assert_eq!(node.held.len(), 1);
         assert!(node.status.is_none() && node.commit.is_none() && node.assign.is_empty());
+    }
+
+    #[test]
+    fn an_older_node_status_decodes_as_healthy_with_usable_links() {
+        let map = keys(&[(
+            "node",
+            "{\"admin\":\"up\",\"gateway_reachable\":true,\"eligible\":true,\"applied\":null}",
+        )]);
+        let mut problems = Vec::new();
+        let node = decode_node("n", Liveness::Alive, None, &map, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let status = node.status.unwrap();
+        assert!(status.failing_checks.is_empty() && status.down_interfaces.is_empty());
+        assert!(!String::from_utf8(encode(&status)).unwrap().contains("down_interfaces"));
     }
 
     #[test]

@@ -3,22 +3,30 @@
 //!
 //! Each connection may send any number of requests. A line that is not a valid request, is in
 //! another protocol version or is too long gets an error reply and the connection stays usable.
-//! State-changing commands are accepted only from root or a member of the `fechter` group (by the
-//! peer's credentials); read-only commands from anyone who can open the socket.
+//!
+//! Access: the socket has mode 0666, so every local user can connect and run the read-only
+//! commands (`status`, `info`, `connectivity`), which show the cluster's state and no secret.
+//! State-changing commands are accepted only from root or a member of the admin group (`fechter`
+//! unless `--admin-group` names another), decided per request from the peer's credentials as the
+//! kernel recorded them when it connected (`SO_PEERCRED`), never from anything the peer sends.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fechter_cli::proto::{Command, ErrorKind, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request};
 use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-/// The group whose members may change state over the socket.
-pub const CONTROL_GROUP: &str = "fechter";
+/// The group whose members may change state over the socket unless `--admin-group` names another.
+pub const DEFAULT_ADMIN_GROUP: &str = "fechter";
+
+/// The mode of the control socket: anyone may connect, the credential check guards every change.
+pub const SOCKET_MODE: u32 = 0o666;
 
 /// A validated command on its way to the daemon, with the channel for its reply.
 #[derive(Debug)]
@@ -51,7 +59,7 @@ pub enum ControlError {
 }
 
 /// Binds the control socket at `path`: creates the parent directory (0755) if needed, replaces a
-/// stale socket file, sets mode 0660 and, where the `fechter` group exists, group ownership.
+/// stale socket file and sets [`SOCKET_MODE`].
 pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let io_error = |action: &'static str| {
         let path = path.to_owned();
@@ -76,25 +84,22 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         Err(source) => return Err(ControlError::Io { action: "inspecting", path: path.to_owned(), source }),
     }
     let listener = UnixListener::bind(path).map_err(io_error("binding"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(io_error("setting the mode of"))?;
-    let group = std::fs::read_to_string("/etc/group").ok().and_then(|text| find_group(&text, CONTROL_GROUP));
-    if let Some(group) = group
-        && let Err(error) = std::os::unix::fs::chown(path, Some(0), Some(group.gid))
-    {
-        warn!(socket = %path.display(), %error, "could not give the control socket to root:{CONTROL_GROUP}");
-    }
     Ok(listener)
 }
 
-/// Accepts connections forever, handing every valid request to `requests`.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<ControlRequest>) {
+/// Accepts connections forever, handing every valid request to `requests`; state changes only
+/// from root or members of `admin_group`.
+pub async fn serve(listener: UnixListener, requests: mpsc::Sender<ControlRequest>, admin_group: String) {
+    let admin_group: Arc<str> = admin_group.into();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let requests = requests.clone();
+                let admin_group = Arc::clone(&admin_group);
                 tokio::spawn(async move {
-                    if let Err(error) = handle_connection(stream, requests).await {
+                    if let Err(error) = handle_connection(stream, requests, &admin_group).await {
                         debug!(%error, "control connection ended with an error");
                     }
                 });
@@ -108,7 +113,11 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<ControlRequest
     }
 }
 
-async fn handle_connection(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> io::Result<()> {
+async fn handle_connection(
+    stream: UnixStream,
+    requests: mpsc::Sender<ControlRequest>,
+    admin_group: &str,
+) -> io::Result<()> {
     let credentials = stream.peer_cred()?;
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::new(read_half);
@@ -122,17 +131,30 @@ async fn handle_connection(stream: UnixStream, requests: mpsc::Sender<ControlReq
             ),
             LineRead::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
             LineRead::Line => match decode_request(&line) {
-                Err(reply) => reply,
+                Err(reply) => *reply,
                 Ok(request) => {
                     let allowed = !request.command.changes_state()
-                        || may_change_state(credentials.uid(), credentials.gid(), credentials.pid());
+                        || may_change_state(
+                            credentials.uid(),
+                            credentials.gid(),
+                            credentials.pid(),
+                            admin_group,
+                        );
                     if allowed {
                         dispatch(request.command, &requests).await
                     } else {
-                        info!(uid = credentials.uid(), command = ?request.command, "refused a state change from an unprivileged peer");
+                        warn!(
+                            uid = credentials.uid(),
+                            gid = credentials.gid(),
+                            pid = credentials.pid(),
+                            command = ?request.command,
+                            "refused a state change from a peer that is neither root nor in the admin group"
+                        );
                         Reply::error(
                             ErrorKind::PermissionDenied,
-                            format!("only root or members of the group {CONTROL_GROUP:?} may change state"),
+                            format!(
+                                "permission denied: only root or members of the group {admin_group:?} may change state"
+                            ),
                         )
                     }
                 }
@@ -196,43 +218,49 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>) 
     }
 }
 
-/// Decodes one request line, or returns the error reply it deserves.
-pub fn decode_request(line: &[u8]) -> Result<Request, Reply> {
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|error| Reply::error(ErrorKind::MalformedRequest, format!("not a JSON request: {error}")))?;
+/// Decodes one request line, or returns the error reply it deserves (boxed, because a reply is
+/// large and this is the rare path).
+pub fn decode_request(line: &[u8]) -> Result<Request, Box<Reply>> {
+    let malformed = |message: String| Box::new(Reply::error(ErrorKind::MalformedRequest, message));
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|error| malformed(format!("not a JSON request: {error}")))?;
     let version = value
         .as_object()
-        .ok_or_else(|| Reply::error(ErrorKind::MalformedRequest, "a request must be a JSON object"))?
+        .ok_or_else(|| malformed("a request must be a JSON object".to_owned()))?
         .get("version")
-        .ok_or_else(|| Reply::error(ErrorKind::MalformedRequest, "the request has no \"version\""))?;
+        .ok_or_else(|| malformed("the request has no \"version\"".to_owned()))?;
     if version.as_u64() != Some(u64::from(PROTOCOL_VERSION)) {
-        return Err(Reply::error(
+        return Err(Box::new(Reply::error(
             ErrorKind::UnsupportedVersion,
             format!(
                 "protocol version {version} is not supported; this daemon speaks version {PROTOCOL_VERSION}"
             ),
-        ));
+        )));
     }
-    serde_json::from_value(value)
-        .map_err(|error| Reply::error(ErrorKind::MalformedRequest, format!("invalid request: {error}")))
+    serde_json::from_value(value).map_err(|error| malformed(format!("invalid request: {error}")))
 }
 
-/// Whether the peer may run state-changing commands: root, or in the `fechter` group by its
-/// primary group, its process's supplementary groups, or the group's member list.
-fn may_change_state(uid: u32, gid: u32, pid: Option<i32>) -> bool {
+/// Whether the peer may run state-changing commands: root, or in `admin_group` by its primary
+/// group, its process's supplementary groups, or the group's member list.
+fn may_change_state(uid: u32, gid: u32, pid: Option<i32>, admin_group: &str) -> bool {
     if uid == 0 {
         return true;
     }
     let Some(group) =
-        std::fs::read_to_string("/etc/group").ok().and_then(|text| find_group(&text, CONTROL_GROUP))
+        std::fs::read_to_string("/etc/group").ok().and_then(|text| find_group(&text, admin_group))
     else {
         return false;
     };
     if gid == group.gid {
         return true;
     }
+    // SO_PEERCRED carries no supplementary groups, so they are read from the peer's process. The
+    // pid may have exited and been reused since it connected: its groups count only while the
+    // process there still has the peer's effective uid, so another user's process never lends its
+    // groups.
     let process_groups = pid
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter(|text| effective_uid(text) == Some(uid))
         .map(|text| supplementary_groups(&text))
         .unwrap_or_default();
     if process_groups.contains(&group.gid) {
@@ -279,6 +307,12 @@ fn user_name(text: &str, uid: u32) -> Option<String> {
         let entry_uid: u32 = fields.nth(1)?.trim().parse().ok()?;
         (entry_uid == uid).then(|| name.to_owned())
     })
+}
+
+/// The effective uid (the one `SO_PEERCRED` reports) in the text of `/proc/<pid>/status`, whose
+/// `Uid:` line lists the real, effective, saved and file system uids.
+fn effective_uid(text: &str) -> Option<u32> {
+    text.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The supplementary groups in the text of `/proc/<pid>/status`.
@@ -336,9 +370,11 @@ mod tests {
         let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
         assert_eq!(user_name(passwd, 1000).as_deref(), Some("alice"));
         assert_eq!(user_name(passwd, 7), None);
-        let status = "Name:\tcat\nGid:\t100\t100\t100\t100\nGroups:\t4 24 998 \nVmPeak: 1\n";
+        let status = "Name:\tcat\nUid:\t0\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nGroups:\t4 24 998 \nVmPeak: 1\n";
         assert_eq!(supplementary_groups(status), vec![4, 24, 998]);
+        assert_eq!(effective_uid(status), Some(1000));
         assert!(supplementary_groups("Name: x\n").is_empty());
+        assert_eq!(effective_uid("Name: x\nUid:\t0\tnope\n"), None);
     }
 
     #[tokio::test]
@@ -362,11 +398,11 @@ mod tests {
         let path = dir.join("sub").join("test.sock");
         let listener = bind(&path).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o660);
+        assert_eq!(mode, SOCKET_MODE);
         assert!(matches!(bind(&path).await, Err(ControlError::InUse(_))));
 
         let (sender, mut receiver) = mpsc::channel(4);
-        let server = tokio::spawn(serve(listener, sender));
+        let server = tokio::spawn(serve(listener, sender, DEFAULT_ADMIN_GROUP.to_owned()));
         let daemon = tokio::spawn(async move {
             while let Some(request) = receiver.recv().await {
                 let _ = request.reply.send(Reply::ok(Body::Done));

@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
+use self::operations::Operations;
+use crate::checks::CheckResult;
 use crate::cluster::{
     ASSIGN_PREFIX, Admin, COMMIT_KEY, Cluster, CommitRef, DecodeProblem, HELD_PREFIX, HeldRecord, NODE_KEY,
     NodeState, NodeStatus, POOL_PREFIX, compare_ids, decode_node, encode,
@@ -33,10 +35,15 @@ use crate::control::ControlRequest;
 use crate::gateway::GatewayState;
 use crate::hlc::HybridClock;
 use crate::leader::{Decision, LeaderInput, adopt, commit_value, decide, leader};
+use crate::maintenance::{MAINTENANCE_KEY, Maintenance, MaintenanceRecord};
 use crate::options::{Options, SETTLE_INTERVALS};
 use crate::persist::save_pool;
 use crate::pool::{Pool, PoolError, PoolRecord};
 use crate::reconcile::{Placement, ReconcileInput, by_interface, plan};
+use crate::service::Watchdog;
+use crate::settle::{MEMBERSHIP_SETTLE_INTERVALS, Observation, Resettle, Settling};
+
+mod operations;
 
 /// How often the daemon reconciles even when nothing reported a change.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -54,7 +61,8 @@ pub struct DaemonConfig {
     pub admin_up: bool,
     /// Hold addresses only while this many live nodes are seen (0: off).
     pub quorum: usize,
-    /// How long after start the node neither leads nor acquires, so it hears its peers first.
+    /// How long after start the node neither leads nor acquires, so it hears its peers first; the
+    /// same again after it becomes ready or hears peers after seeing none (see [`crate::settle`]).
     pub settle_time: Duration,
     /// How acquisitions are announced.
     pub announce: AnnounceConfig,
@@ -125,6 +133,8 @@ enum Input {
     Timer,
     Refresh,
     Settled,
+    Check(CheckResult),
+    Reload(Box<Options>),
     Shutdown,
 }
 
@@ -141,12 +151,20 @@ pub struct Daemon<N: Net> {
     reconciled: Option<CommitRef>,
     admin: Admin,
     gateway: GatewayState,
-    settle_at: Instant,
+    /// When this node may lead and acquire: start-up settling, re-settling and holds.
+    settling: Settling,
     eligible: bool,
     owned: Vec<Placement>,
     conflicted: BTreeSet<IpAddr>,
     leader: Option<String>,
     reported_problems: BTreeSet<DecodeProblem>,
+    /// The cluster-wide maintenance flag; while it is on, assignments and interfaces are frozen.
+    maintenance: Maintenance,
+    /// Reloaded options (SIGHUP), while someone sends them.
+    reloads: Option<mpsc::Receiver<Options>>,
+    watchdog: Watchdog,
+    /// Health checks, link monitoring, hooks and metrics.
+    ops: Operations,
 }
 
 impl<N: Net> Daemon<N> {
@@ -159,7 +177,11 @@ impl<N: Net> Daemon<N> {
         let admin = if config.admin_up { Admin::Up } else { Admin::Down };
         let view = gossip.watch();
         Daemon {
-            settle_at: Instant::now() + config.settle_time,
+            settling: Settling::new(
+                Instant::now(),
+                config.settle_time,
+                membership_settle(config.settle_time),
+            ),
             config,
             net: Arc::new(net),
             gossip,
@@ -175,7 +197,32 @@ impl<N: Net> Daemon<N> {
             conflicted: BTreeSet::new(),
             leader: None,
             reported_problems: BTreeSet::new(),
+            maintenance: Maintenance::default(),
+            reloads: None,
+            watchdog: Watchdog::default(),
+            ops: Operations::default(),
         }
+    }
+
+    /// Applies the reloadable options of every [`Options`] received on `reloads`.
+    pub fn with_reloads(mut self, reloads: mpsc::Receiver<Options>) -> Daemon<N> {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// Feeds `watchdog` from the event loop.
+    pub fn with_watchdog(mut self, watchdog: Watchdog) -> Daemon<N> {
+        self.watchdog = watchdog;
+        self
+    }
+
+    /// Starts from the maintenance flag saved in the state directory.
+    pub fn with_maintenance(mut self, record: Option<MaintenanceRecord>) -> Daemon<N> {
+        if let Some(record) = &record {
+            self.clock.observe(&record.changed);
+        }
+        self.maintenance = Maintenance::new(record);
+        self
     }
 
     /// Runs until `shutdown` completes, then releases every address, leaves the cluster and returns.
@@ -186,16 +233,23 @@ impl<N: Net> Daemon<N> {
     ) -> Result<(), DaemonError> {
         let mut net_events = self.net.subscribe().map_err(DaemonError::Subscribe)?;
         let (ping_results, mut gateway_results) = mpsc::channel(4);
-        let pinger = tokio::spawn(ping_gateway(
+        let mut pinger = tokio::spawn(ping_gateway(
             Arc::clone(&self.net),
             self.config.gateway,
             self.config.ping_interval,
             self.config.ping_timeout,
-            ping_results,
+            ping_results.clone(),
         ));
-        self.settle_at = Instant::now() + self.config.settle_time;
+        let mut reloads = self.reloads.take();
+        let (check_tasks, mut check_results) = self.start_operations();
+        self.settling = Settling::new(
+            Instant::now(),
+            self.config.settle_time,
+            membership_settle(self.config.settle_time),
+        );
         info!(node = %self.config.node_id, admin = ?self.admin, pool = self.pool.records().count(), "fechterd started");
         self.republish_pool().await;
+        self.republish_maintenance().await;
 
         let mut timer = interval(self.config.reconcile_interval);
         let mut refresh = self.config.refresh_interval.map(|period| {
@@ -203,10 +257,11 @@ impl<N: Net> Daemon<N> {
             refresh.reset();
             refresh
         });
-        let settle_deadline = tokio::time::Instant::from_std(self.settle_at);
-        let (mut net_open, mut control_open, mut settle_pending) = (true, true, true);
+        let (mut net_open, mut control_open) = (true, true);
         let mut shutdown = std::pin::pin!(shutdown);
         let result = loop {
+            // Settling and holds end at deadlines that a later step may move: step when they pass.
+            let settle_wake = self.settling.wake_at(Instant::now());
             let input = tokio::select! {
                 () = &mut shutdown => Input::Shutdown,
                 changed = self.view.changed() => match changed {
@@ -216,15 +271,19 @@ impl<N: Net> Daemon<N> {
                 event = net_events.recv(), if net_open => event.map_or(Input::NetClosed, Input::Net),
                 request = control.recv(), if control_open => request.map_or(Input::ControlClosed, Input::Control),
                 Some(result) = gateway_results.recv() => Input::Gateway(result),
+                Some(result) = check_results.recv() => Input::Check(result),
                 _ = timer.tick() => Input::Timer,
                 () = tick_optional(&mut refresh) => Input::Refresh,
-                () = tokio::time::sleep_until(settle_deadline), if settle_pending => Input::Settled,
+                () = sleep_until_optional(settle_wake) => Input::Settled,
+                Some(options) = recv_optional(&mut reloads) => Input::Reload(Box::new(options)),
             };
             let wall_ms = wall_clock_ms();
             match input {
                 Input::Shutdown => break Ok(()),
-                Input::View | Input::Timer => {}
-                Input::Net(event) => debug!(?event, "network event"),
+                Input::View => {}
+                Input::Timer => self.update_links(true).await,
+                Input::Net(event) => self.on_net_event(event),
+                Input::Check(result) => self.record_check(&result),
                 Input::NetClosed => {
                     warn!("network events stopped; relying on the periodic reconcile");
                     net_open = false;
@@ -237,16 +296,50 @@ impl<N: Net> Daemon<N> {
                 Input::ControlClosed => control_open = false,
                 Input::Gateway(result) => self.record_ping(result),
                 Input::Refresh => self.refresh().await,
-                Input::Settled => {
-                    debug!("settled: this node may now lead and acquire");
-                    settle_pending = false;
+                Input::Settled => debug!("a settling or holding period ended"),
+                Input::Reload(options) => {
+                    let before = self.config.clone();
+                    self.apply_reload(&options);
+                    if (before.ping_interval, before.ping_timeout)
+                        != (self.config.ping_interval, self.config.ping_timeout)
+                    {
+                        pinger.abort();
+                        pinger = tokio::spawn(ping_gateway(
+                            Arc::clone(&self.net),
+                            self.config.gateway,
+                            self.config.ping_interval,
+                            self.config.ping_timeout,
+                            ping_results.clone(),
+                        ));
+                    }
+                    if before.refresh_interval != self.config.refresh_interval {
+                        refresh = self.config.refresh_interval.map(|period| {
+                            let mut refresh = interval(period);
+                            refresh.reset();
+                            refresh
+                        });
+                    }
                 }
             }
             self.step(Instant::now()).await;
+            self.watchdog.feed(Instant::now());
         };
         pinger.abort();
+        drop(check_tasks);
         self.shut_down().await;
         result
+    }
+
+    /// Takes the options a reload may change without a restart (see [`crate::config::RELOADABLE`];
+    /// the log filter is the caller's).
+    fn apply_reload(&mut self, options: &Options) {
+        let reloaded = DaemonConfig::from_options(options);
+        self.config.quorum = reloaded.quorum;
+        self.config.announce = reloaded.announce;
+        self.config.refresh_interval = reloaded.refresh_interval;
+        self.config.ping_interval = reloaded.ping_interval;
+        self.config.ping_timeout = reloaded.ping_timeout;
+        debug!(config = ?self.config, "applied reloaded options");
     }
 
     /// One level-triggered pass over everything.
@@ -254,16 +347,43 @@ impl<N: Net> Daemon<N> {
         let view = Arc::clone(&self.view.borrow_and_update());
         let cluster = self.decode(&view);
         self.merge_pool(&cluster);
+        self.merge_maintenance(&view);
 
-        let settled = now >= self.settle_at;
+        self.update_links(false).await;
         let live = cluster.live().count();
         let quorum_seen = self.config.quorum == 0 || live >= self.config.quorum;
-        let eligible = self.admin == Admin::Up && self.gateway.reachable() && quorum_seen && settled;
+        let ready = self.admin == Admin::Up && self.gateway.reachable() && quorum_seen && self.ops.healthy();
+        let live_peers: BTreeSet<String> =
+            cluster.live().filter(|node| node.id != cluster.me).map(|node| node.id.clone()).collect();
+        let gate = self.settling.observe(Observation {
+            now,
+            ready,
+            live_peers: &live_peers,
+            quorum: self.config.quorum > 0,
+        });
+        for reason in &gate.resettled {
+            let (what, wait) = match reason {
+                Resettle::BecameReady => {
+                    ("became ready: settling before it leads or acquires", self.config.settle_time)
+                }
+                Resettle::IsolationEnded => (
+                    "hears peers again after seeing none: holding leadership and acquisitions",
+                    self.config.settle_time,
+                ),
+                Resettle::MembershipShrank => (
+                    "live membership shrank under a quorum: holding leadership and acquisitions",
+                    membership_settle(self.config.settle_time),
+                ),
+            };
+            info!(live_nodes = live, ?wait, "{what}");
+        }
+        let (eligible, settled) = (gate.eligible, gate.may_act);
         if eligible != self.eligible {
             info!(
                 eligible,
                 admin = ?self.admin,
                 gateway_reachable = self.gateway.reachable(),
+                healthy = self.ops.healthy(),
                 live_nodes = live,
                 quorum = self.config.quorum,
                 "eligibility changed"
@@ -284,23 +404,31 @@ impl<N: Net> Daemon<N> {
         {
             debug!(term = commit.term, seq = commit.seq, author = %commit.author, "following a new assignment");
         }
-        let decision = decide(LeaderInput {
-            cluster: &cluster,
-            pool: &self.pool,
-            applied: self.applied.as_ref(),
-            locally_eligible: eligible,
-            settled,
-        });
+        // In maintenance mode the leader decides nothing: the last decision stands.
+        let decision = if self.maintenance.is_on() {
+            None
+        } else {
+            decide(LeaderInput {
+                cluster: &cluster,
+                pool: &self.pool,
+                applied: self.applied.as_ref(),
+                locally_eligible: eligible,
+                settled,
+                local_down_interfaces: &self.ops.down_interfaces,
+            })
+        };
         if let Some(decision) = decision {
             self.publish_decision(&cluster, decision).await;
         }
         if settled && self.leader.as_deref() == Some(self.config.node_id.as_str()) {
             self.adopt_orphaned_pool_records(&cluster).await;
+            self.adopt_orphaned_maintenance(&cluster, &view).await;
         }
 
-        self.reconcile(&cluster, eligible).await;
+        self.reconcile(&cluster, eligible, settled, gate.membership_changed).await;
         self.publish_held(&cluster).await;
         self.publish_status(&cluster).await;
+        self.record_metrics();
     }
 
     /// Decodes a gossip view, logging each newly seen bad key once.
@@ -371,6 +499,65 @@ impl<N: Net> Daemon<N> {
         }
     }
 
+    /// Merges every node's maintenance record, alive or dead; saves and logs a change of the flag.
+    fn merge_maintenance(&mut self, view: &ClusterView) {
+        let was_on = self.maintenance.is_on();
+        let mut changed = false;
+        for (name, node) in &view.nodes {
+            match crate::maintenance::decode(&node.keys) {
+                Some(Ok(record)) => {
+                    self.clock.observe(&record.changed);
+                    changed |= self.maintenance.merge(record);
+                }
+                Some(Err(reason)) => {
+                    debug!(node = %name, %reason, "ignoring a maintenance key that does not decode")
+                }
+                None => {}
+            }
+        }
+        if changed {
+            self.maintenance_changed(was_on);
+        }
+    }
+
+    /// Saves the flag after it changed, and says so when it turned.
+    fn maintenance_changed(&self, was_on: bool) {
+        let Some(record) = self.maintenance.record() else { return };
+        if let Err(error) = crate::maintenance::save(&self.config.state_dir, record) {
+            error!(%error, "could not save the maintenance flag; peers still hold it");
+        }
+        match (was_on, record.on) {
+            (false, true) => warn!(
+                by = %record.changed.node,
+                "maintenance mode is on: every assignment is frozen, no address is acquired or released"
+            ),
+            (true, false) => info!(by = %record.changed.node, "maintenance mode is off: failover resumes"),
+            _ => {}
+        }
+    }
+
+    /// Publishes the saved maintenance flag, so that a restart of the whole cluster keeps it.
+    async fn republish_maintenance(&mut self) {
+        if let Some(record) = self.maintenance.record().cloned() {
+            self.set(MAINTENANCE_KEY, encode(&record)).await;
+        }
+    }
+
+    /// Publishes the winning maintenance flag when no live node publishes it any more.
+    async fn adopt_orphaned_maintenance(&mut self, cluster: &Cluster, view: &ClusterView) {
+        let Some(record) = self.maintenance.record().cloned() else { return };
+        let published = cluster.live().any(|node| {
+            view.nodes
+                .get(&node.id)
+                .and_then(|node| crate::maintenance::decode(&node.keys))
+                .is_some_and(|decoded| decoded.as_ref() == Ok(&record))
+        });
+        if !published {
+            debug!("re-publishing the maintenance flag no live node publishes");
+            self.set(MAINTENANCE_KEY, encode(&record)).await;
+        }
+    }
+
     /// Writes a leader decision: changed `assign:*` keys first, then the commit.
     async fn publish_decision(&mut self, cluster: &Cluster, decision: Decision) {
         let published =
@@ -402,11 +589,22 @@ impl<N: Net> Daemon<N> {
             moved,
             "published an assignment as leader"
         );
+        self.decided(moved);
         self.applied = Some(decision);
     }
 
     /// Brings the interfaces in line with the followed assignment.
-    async fn reconcile(&mut self, cluster: &Cluster, eligible: bool) {
+    ///
+    /// `may_acquire`: settled and not holding. `reannounce_kept`: live membership changed, so
+    /// every address kept here is announced again, repairing neighbour entries that a brief
+    /// holder elsewhere misdirected.
+    async fn reconcile(
+        &mut self,
+        cluster: &Cluster,
+        eligible: bool,
+        may_acquire: bool,
+        reannounce_kept: bool,
+    ) {
         let owned = match self.list_owned().await {
             Ok(owned) => owned,
             Err(error) => {
@@ -422,6 +620,11 @@ impl<N: Net> Daemon<N> {
         }
         let empty = Assignment::new();
         let assignment = self.applied.as_ref().map_or(&empty, |decision| &decision.assignment);
+        if self.maintenance.is_on() {
+            // Frozen: whatever is on the interfaces stays there, and nothing is added.
+            self.owned = owned;
+            return;
+        }
         let plan = plan(ReconcileInput {
             me: &self.config.node_id,
             eligible,
@@ -430,7 +633,13 @@ impl<N: Net> Daemon<N> {
             held_elsewhere: &held_elsewhere,
             owned: &owned,
             conflicted: &self.conflicted,
+            down_interfaces: &self.ops.down_interfaces,
+            may_acquire,
+            reannounce_kept,
         });
+        if !plan.deferred.is_empty() {
+            debug!(addresses = ?plan.deferred, "assigned here; acquiring once settled");
+        }
         for (address, holders) in &plan.waiting {
             debug!(%address, ?holders, "assigned here but still held elsewhere; waiting for its release");
         }
@@ -445,7 +654,10 @@ impl<N: Net> Daemon<N> {
         }
         for placement in &plan.remove {
             match self.net.remove_address(&spec_of(placement)).await {
-                Ok(()) => info!(address = %placement.address, interface = %placement.interface, "released"),
+                Ok(()) => {
+                    info!(address = %placement.address, interface = %placement.interface, "released");
+                    self.released(placement);
+                }
                 Err(error) => warn!(address = %placement.address, %error, "could not release"),
             }
         }
@@ -461,7 +673,12 @@ impl<N: Net> Daemon<N> {
                 }
             }
         }
-        self.announce(by_interface(added.into_iter().chain(&plan.reannounce))).await;
+        if !plan.reannounce.is_empty() {
+            let addresses: Vec<IpAddr> = plan.reannounce.iter().map(|placement| placement.address).collect();
+            info!(?addresses, "announcing held addresses again");
+        }
+        self.announce(by_interface(added.iter().copied().chain(&plan.reannounce))).await;
+        self.acquired(&added);
         self.owned = match self.list_owned().await {
             Ok(owned) => owned,
             Err(error) => {
@@ -473,8 +690,9 @@ impl<N: Net> Daemon<N> {
 
     async fn announce(&self, batches: BTreeMap<String, Vec<IpAddr>>) {
         for (interface, addresses) in batches {
-            if let Err(error) = self.net.announce(&interface, &addresses, &self.config.announce).await {
-                warn!(%interface, ?addresses, %error, "could not announce");
+            match self.net.announce(&interface, &addresses, &self.config.announce).await {
+                Ok(()) => self.announced(addresses.len()),
+                Err(error) => warn!(%interface, ?addresses, %error, "could not announce"),
             }
         }
     }
@@ -525,11 +743,14 @@ impl<N: Net> Daemon<N> {
     }
 
     async fn publish_status(&mut self, cluster: &Cluster) {
+        let (failing_checks, down_interfaces) = self.published_health();
         let status = NodeStatus {
             admin: self.admin,
             gateway_reachable: self.gateway.reachable(),
             eligible: self.eligible,
             applied: self.reconciled.clone(),
+            failing_checks,
+            down_interfaces,
         };
         let published = cluster.nodes.get(&self.config.node_id).and_then(|node| node.status.as_ref());
         if published != Some(&status) {
@@ -598,6 +819,20 @@ impl<N: Net> Daemon<N> {
                 self.admin = Admin::Down;
                 Reply::ok(Body::Done)
             }
+            Command::Maintenance { on } => {
+                let was_on = self.maintenance.is_on();
+                let record =
+                    MaintenanceRecord { on, changed: self.clock.stamp(wall_ms, &self.config.node_id) };
+                if let Err(error) = self.gossip.set(MAINTENANCE_KEY, encode(&record)).await {
+                    return Reply::error(
+                        ErrorKind::Internal,
+                        format!("could not publish the change: {error}"),
+                    );
+                }
+                self.maintenance.merge(record);
+                self.maintenance_changed(was_on);
+                Reply::ok(Body::Done)
+            }
             Command::Status => Reply::ok(Body::Status(self.status_report())),
             Command::Info => {
                 let view = self.gossip.view().await;
@@ -657,7 +892,12 @@ impl<N: Net> Daemon<N> {
                 }
             })
             .collect();
-        StatusReport { leader: self.leader.clone(), addresses }
+        StatusReport {
+            leader: self.leader.clone(),
+            addresses,
+            maintenance: self.maintenance.is_on(),
+            health: self.health_report(),
+        }
     }
 
     fn info_report(&self, cluster: &Cluster) -> InfoReport {
@@ -669,6 +909,7 @@ impl<N: Net> Daemon<N> {
             eligible: self.eligible,
             phi: None,
             held: self.owned.len(),
+            health: Some(self.local_health()),
         };
         let mut peers: Vec<NodeInfo> = cluster
             .nodes
@@ -682,6 +923,7 @@ impl<N: Net> Daemon<N> {
                 eligible: node.is_live() && node.status.as_ref().is_some_and(|status| status.eligible),
                 phi: node.phi,
                 held: node.held.len(),
+                health: Self::peer_health(cluster, &node.id),
             })
             .collect();
         peers.sort_by(|a, b| compare_ids(&a.id, &b.id));
@@ -690,6 +932,17 @@ impl<N: Net> Daemon<N> {
 
     /// Releases everything, withdraws the `held:*` keys and leaves the cluster.
     async fn shut_down(&mut self) {
+        if self.maintenance.is_on() {
+            // Frozen: the addresses stay on the interfaces for the next start to keep, so that
+            // fechterd can be upgraded without moving traffic.
+            warn!(
+                addresses = self.owned.len(),
+                "maintenance mode is on: leaving every address on the interfaces and leaving the cluster"
+            );
+            self.gossip.leave().await;
+            info!("left the cluster");
+            return;
+        }
         info!("shutting down: releasing every address and leaving the cluster");
         self.admin = Admin::Down;
         self.eligible = false;
@@ -699,7 +952,10 @@ impl<N: Net> Daemon<N> {
         });
         for placement in &owned {
             match self.net.remove_address(&spec_of(placement)).await {
-                Ok(()) => info!(address = %placement.address, interface = %placement.interface, "released"),
+                Ok(()) => {
+                    info!(address = %placement.address, interface = %placement.interface, "released");
+                    self.released(placement);
+                }
                 Err(error) => warn!(address = %placement.address, %error, "could not release"),
             }
         }
@@ -710,6 +966,7 @@ impl<N: Net> Daemon<N> {
         self.publish_status(&cluster).await;
         self.gossip.leave().await;
         info!("left the cluster");
+        self.finish_hooks().await;
     }
 }
 
@@ -745,6 +1002,26 @@ fn interval(period: Duration) -> Interval {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     interval
+}
+
+async fn sleep_until_optional(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The membership-settle time: [`MEMBERSHIP_SETTLE_INTERVALS`] gossip intervals, the settle time
+/// being [`SETTLE_INTERVALS`] of them.
+fn membership_settle(settle_time: Duration) -> Duration {
+    settle_time / SETTLE_INTERVALS * MEMBERSHIP_SETTLE_INTERVALS
+}
+
+async fn recv_optional<T>(receiver: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn tick_optional(interval: &mut Option<Interval>) {

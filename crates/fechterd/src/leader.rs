@@ -13,11 +13,19 @@
 //! acknowledged and released it. Without this, a node that just acquired an address under an
 //! older decision, before its `held:*` key reached anyone, could hold it together with the node a
 //! newer decision moved it to. A dead node's addresses move in one decision.
+//!
+//! Link monitoring: a node publishes the pool interfaces it cannot use (missing, down or without
+//! carrier). The allocation is first computed over all eligible nodes, as if every link were up,
+//! so balance stays cluster-wide; then each interface group on which some eligible node's link is
+//! down is allocated again over the nodes that can use it, starting from that result. Only those
+//! groups' addresses move, and while a link is down their balance holds within the group (any two
+//! nodes that can use the interface hold counts of it that differ by at most one), not across the
+//! whole pool.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use fechter_alloc::{Assignment, allocate};
+use fechter_alloc::{Assignment, PoolEntry, allocate};
 
 use crate::cluster::{Cluster, Commit, CommitRef, compare_ids};
 use crate::pool::Pool;
@@ -73,6 +81,8 @@ pub struct LeaderInput<'a> {
     pub locally_eligible: bool,
     /// Whether this node has been up long enough to have heard its peers.
     pub settled: bool,
+    /// The pool interfaces this node cannot use right now (its published status may lag).
+    pub local_down_interfaces: &'a BTreeSet<String>,
 }
 
 /// The decision this node must publish, if it is the leader and the assignment must change.
@@ -95,9 +105,19 @@ pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
         })
         .map(|node| node.id.clone())
         .collect();
-    let allocation = allocate(&input.pool.entries(), &eligible, &current);
+    let down: BTreeMap<&str, &BTreeSet<String>> = eligible
+        .iter()
+        .filter_map(|id| {
+            let down = if *id == cluster.me {
+                input.local_down_interfaces
+            } else {
+                &cluster.nodes.get(id)?.status.as_ref()?.down_interfaces
+            };
+            Some((id.as_str(), down))
+        })
+        .collect();
+    let allocation = allocate_with_links(&input.pool.entries(), &eligible, &down, &current);
     let assignment: Assignment = allocation
-        .assignment
         .into_iter()
         .filter(|(address, target)| {
             base.get(address) == Some(target)
@@ -119,6 +139,65 @@ pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
         }
     };
     Some(Decision { commit, assignment })
+}
+
+/// How many rounds [`allocate_with_links`] runs at most to reach a result it would not change.
+const LINK_ROUNDS: usize = 8;
+
+/// Allocates `pool` over `eligible`, keeping every address off the nodes whose link on its
+/// interface is down (`down`: node id to its unusable interfaces). See the module docs.
+///
+/// The global pass may undo some of the group passes' work (it does not know about links), so
+/// the two run in rounds until the result no longer changes: the leader then publishes a result
+/// that its next computation confirms, instead of one that keeps moving.
+pub fn allocate_with_links(
+    pool: &[PoolEntry],
+    eligible: &BTreeSet<String>,
+    down: &BTreeMap<&str, &BTreeSet<String>>,
+    current: &Assignment,
+) -> Assignment {
+    let mut assignment = link_round(pool, eligible, down, current);
+    for _ in 1..LINK_ROUNDS {
+        let next = link_round(pool, eligible, down, &assignment);
+        if next == assignment {
+            break;
+        }
+        assignment = next;
+    }
+    assignment
+}
+
+/// One global pass, then one pass per interface group that some eligible node cannot use.
+fn link_round(
+    pool: &[PoolEntry],
+    eligible: &BTreeSet<String>,
+    down: &BTreeMap<&str, &BTreeSet<String>>,
+    current: &Assignment,
+) -> Assignment {
+    let mut assignment = allocate(pool, eligible, current).assignment;
+    let mut groups: BTreeMap<&str, Vec<PoolEntry>> = BTreeMap::new();
+    for entry in pool {
+        groups.entry(entry.interface.as_str()).or_default().push(entry.clone());
+    }
+    for (interface, entries) in groups {
+        let usable: BTreeSet<String> = eligible
+            .iter()
+            .filter(|id| down.get(id.as_str()).is_none_or(|down| !down.contains(interface)))
+            .cloned()
+            .collect();
+        if usable.len() == eligible.len() {
+            continue;
+        }
+        let in_group: BTreeSet<IpAddr> = entries.iter().map(|entry| entry.address).collect();
+        let group_current: Assignment = assignment
+            .iter()
+            .filter(|(address, _)| in_group.contains(address))
+            .map(|(address, holder)| (*address, holder.clone()))
+            .collect();
+        assignment.retain(|address, _| !in_group.contains(address));
+        assignment.extend(allocate(&entries, &usable, &group_current).assignment);
+    }
+    assignment
 }
 
 /// Whether `address` may go to `target`: every other live node has reconciled with `base`, does
@@ -210,6 +289,8 @@ mod tests {
             gateway_reachable: true,
             eligible,
             applied: None,
+            failing_checks: Vec::new(),
+            down_interfaces: BTreeSet::new(),
         });
         node
     }
@@ -237,8 +318,17 @@ mod tests {
         pool
     }
 
+    const NO_DOWN_INTERFACES: &BTreeSet<String> = &BTreeSet::new();
+
     fn input<'a>(cluster: &'a Cluster, pool: &'a Pool, applied: Option<&'a Decision>) -> LeaderInput<'a> {
-        LeaderInput { cluster, pool, applied, locally_eligible: true, settled: true }
+        LeaderInput {
+            cluster,
+            pool,
+            applied,
+            locally_eligible: true,
+            settled: true,
+            local_down_interfaces: NO_DOWN_INTERFACES,
+        }
     }
 
     fn counts(assignment: &Assignment) -> BTreeMap<&str, usize> {
@@ -417,6 +507,84 @@ mod tests {
         view.nodes.get_mut(B).unwrap().held.clear();
         let moved = decide(input(&view, &pool, Some(&base))).unwrap();
         assert_eq!(moved.assignment[&ip(1)], A);
+    }
+
+    fn two_interface_pool() -> Pool {
+        let mut pool = Pool::new();
+        for n in 1..=6_u8 {
+            let interface = if n <= 3 { "eth0" } else { "eth1" };
+            let stamp = Stamp { wall_ms: u64::from(n), counter: 0, node: A.into() };
+            let record = pool.plan_add(interface, ip(n), None, stamp).unwrap();
+            pool.merge(ip(n), record);
+        }
+        pool
+    }
+
+    #[test]
+    fn a_node_gets_nothing_on_an_interface_whose_link_is_down() {
+        let pool = two_interface_pool();
+        let eligible: BTreeSet<String> = [A, B, C].into_iter().map(str::to_owned).collect();
+        let all_up = allocate_with_links(&pool.entries(), &eligible, &BTreeMap::new(), &Assignment::new());
+        assert_eq!(all_up, allocate(&pool.entries(), &eligible, &Assignment::new()).assignment);
+        let eth1 = BTreeSet::from(["eth1".to_owned()]);
+        let down = BTreeMap::from([(C, &eth1)]);
+        let linked = allocate_with_links(&pool.entries(), &eligible, &down, &all_up);
+        assert_eq!(linked.len(), 6, "{linked:?}");
+        let eth1_holders: Vec<&str> = (4..=6).map(|n| linked[&ip(n)].as_str()).collect();
+        assert!(!eth1_holders.contains(&C), "{eth1_holders:?}");
+        let on_a = eth1_holders.iter().filter(|holder| **holder == A).count();
+        assert!(on_a == 1 || on_a == 2, "eth1 balanced over A and B: {eth1_holders:?}");
+        let c_on_eth1 = (4..=6).filter(|n| all_up[&ip(*n)] == C).count();
+        let moves = (1..=6).filter(|n| linked[&ip(*n)] != all_up[&ip(*n)]).count();
+        assert!(moves <= c_on_eth1 + 1, "C's eth1 addresses and at most one rebalancing move: {moves}");
+        assert_eq!(
+            allocate_with_links(&pool.entries(), &eligible, &down, &linked),
+            linked,
+            "the result is stable"
+        );
+        let everyone_down = BTreeMap::from([(A, &eth1), (B, &eth1), (C, &eth1)]);
+        let none = allocate_with_links(&pool.entries(), &eligible, &everyone_down, &linked);
+        assert!((4..=6).all(|n| !none.contains_key(&ip(n))) && (1..=3).all(|n| none.contains_key(&ip(n))));
+    }
+
+    /// Decides and acknowledges until the leader has nothing more to change.
+    fn settle(
+        view: &mut Cluster,
+        pool: &Pool,
+        mut applied: Decision,
+        local_down: &BTreeSet<String>,
+    ) -> Decision {
+        for _ in 0..10 {
+            let next = decide(LeaderInput {
+                local_down_interfaces: local_down,
+                ..input(view, pool, Some(&applied))
+            });
+            match next {
+                Some(next) => {
+                    acknowledge(view, &next);
+                    applied = next;
+                }
+                None => return applied,
+            }
+        }
+        panic!("the leader never settled");
+    }
+
+    #[test]
+    fn the_leader_moves_addresses_off_a_down_link_its_own_included() {
+        let pool = two_interface_pool();
+        let mut view = cluster(A, vec![node(A, Liveness::Alive, true), node(B, Liveness::Alive, true)]);
+        let first = decide(input(&view, &pool, None)).unwrap();
+        acknowledge(&mut view, &first);
+        view.nodes.get_mut(B).unwrap().status.as_mut().unwrap().down_interfaces =
+            BTreeSet::from(["eth1".into()]);
+        let moved = settle(&mut view, &pool, first, NO_DOWN_INTERFACES);
+        assert!((4..=6).all(|n| moved.assignment[&ip(n)] == A), "{:?}", moved.assignment);
+        // Now the leader's own eth0 goes down as well: its eth0 addresses go to B.
+        let eth0 = BTreeSet::from(["eth0".to_owned()]);
+        let both = settle(&mut view, &pool, moved, &eth0);
+        assert!((1..=3).all(|n| both.assignment[&ip(n)] == B), "{:?}", both.assignment);
+        assert!((4..=6).all(|n| both.assignment[&ip(n)] == A), "{:?}", both.assignment);
     }
 
     #[test]

@@ -1,39 +1,60 @@
 //! `fechterd`: parses the command line, sets up logging, the kernel side, gossip and the control
 //! socket, then runs the daemon until SIGTERM or SIGINT.
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use fechter_gossip::crypto::KeyRing;
-use fechter_gossip::{Config, UdpTransport};
+use fechter_gossip::{Config, GossipHandle, Stats, UdpTransport};
 use fechter_netops::LinuxNet;
-use fechterd::control;
+use fechterd::config::{self, ConfigError};
 use fechterd::daemon::{Daemon, DaemonConfig, remove_stale_addresses};
 use fechterd::options::Options;
 use fechterd::persist::{Loaded, load_pool};
 use fechterd::pool::Pool;
-use tokio::signal::unix::{SignalKind, signal};
+use fechterd::service::{self, Reloader, Watchdog};
+use fechterd::{control, maintenance};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = Options::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if service::wants_man_page(&args) {
+        return print_man_page();
+    }
+    let loaded = match config::load(&args) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Usage(error)) => error.exit(),
+        Err(error) => {
+            // Logging is not set up yet: its level may be what the file failed to give.
+            let _ = writeln!(std::io::stderr(), "error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = loaded.options.clone();
     // Errors go through the log, so that they reach stderr exactly once, formatted like every
     // other line; a bad filter falls back to `info` to be able to say so.
-    let (filter, bad_filter) = match EnvFilter::try_new(&options.log_level) {
-        Ok(filter) => (filter, None),
-        Err(error) => (EnvFilter::new("info"), Some(error)),
-    };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let (log_filter, bad_filter) = service::init_logging(&options.log_level);
     if let Some(error) = bad_filter {
         error!("invalid --log-level {:?}: {error}", options.log_level);
         return ExitCode::from(2);
     }
-    match run(options).await {
+    // Installed before anything slow, since SIGHUP's default action would end the daemon.
+    let hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            error!("installing the SIGHUP handler: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reloader = Reloader::new(args, &loaded, log_filter);
+    match run(options, reloader, hangups).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!("{error:#}");
@@ -42,7 +63,19 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(options: Options) -> Result<()> {
+/// Prints `fechterd --man`.
+fn print_man_page() -> ExitCode {
+    let written = service::man_page().and_then(|page| std::io::stdout().lock().write_all(&page));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot write the man page: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(options: Options, reloader: Reloader, hangups: Signal) -> Result<()> {
     let node_id = options.node_id();
     let keys = match &options.cluster_key_file {
         Some(path) => {
@@ -70,10 +103,27 @@ async fn run(options: Options) -> Result<()> {
     let transport = UdpTransport::bind(options.gossip_address())
         .await
         .with_context(|| format!("binding the gossip port {}", options.gossip_address()))?;
+    let metrics_listener = match options.metrics.metrics_address {
+        Some(address) => Some(
+            fechterd::metrics::bind(address)
+                .await
+                .with_context(|| format!("binding --metrics-address {address}"))?,
+        ),
+        None => None,
+    };
     let net = LinuxNet::new().await.context("opening netlink")?;
-    let stale = remove_stale_addresses(&net).await.context("removing stale addresses of an earlier run")?;
-    if stale > 0 {
-        info!(stale, "removed stale addresses before joining");
+    let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis());
+    let maintenance = maintenance::load_at_start(&options.state_dir, u64::try_from(started_ms).unwrap_or(0))
+        .context("loading the maintenance flag")?;
+    if maintenance.as_ref().is_some_and(|record| record.on) {
+        // The addresses found are the frozen assignment of a daemon stopped during maintenance.
+        warn!("maintenance mode is on: keeping the addresses found on the interfaces");
+    } else {
+        let stale =
+            remove_stale_addresses(&net).await.context("removing stale addresses of an earlier run")?;
+        if stale > 0 {
+            info!(stale, "removed stale addresses before joining");
+        }
     }
 
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).context("the system clock is before 1970")?;
@@ -104,19 +154,91 @@ async fn run(options: Options) -> Result<()> {
     }
     let gossip = fechter_gossip::spawn(config, transport);
 
+    let drop_reporter = tokio::spawn(report_dropped_datagrams(gossip.clone()));
+    let metrics = metrics_listener.map(|listener| {
+        let registry = std::sync::Arc::new(fechterd::metrics::Metrics::new());
+        let server = tokio::spawn(fechterd::metrics::serve(listener, registry.clone(), gossip.clone()));
+        (registry, server)
+    });
+
     let (requests, control_requests) = mpsc::channel(16);
-    let server = tokio::spawn(control::serve(listener, requests));
-    let daemon = Daemon::new(DaemonConfig::from_options(&options), net, gossip, pool);
+    let server = tokio::spawn(control::serve(listener, requests, options.admin_group.clone()));
+    let (reload_sender, reloads) = mpsc::channel(4);
+    let reload_task = tokio::spawn(reloader.run(hangups, reload_sender));
+    let mut daemon = Daemon::new(DaemonConfig::from_options(&options), net, gossip, pool)
+        .with_maintenance(maintenance)
+        .with_reloads(reloads)
+        .with_watchdog(Watchdog::from_env())
+        .with_checks(options.checks.config());
+    if let Some(hooks) = options.hooks.config() {
+        daemon = daemon.with_hooks(hooks);
+    }
+    if let Some((registry, _)) = &metrics {
+        daemon = daemon.with_metrics(registry.clone());
+    }
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => info!("SIGTERM received"),
             _ = interrupt.recv() => info!("SIGINT received"),
         }
+        service::notify_stopping();
     };
+    service::notify_ready();
     let outcome = daemon.run(control_requests, shutdown).await;
+    reload_task.abort();
     server.abort();
+    if let Some((_, metrics_server)) = &metrics {
+        metrics_server.abort();
+    }
+    drop_reporter.abort();
     if let Err(error) = std::fs::remove_file(&options.socket) {
         warn!(socket = %options.socket.display(), %error, "could not remove the control socket");
     }
     outcome.context("the daemon stopped")
+}
+
+/// How often the gossip drop counters are checked, and at most how often they are logged.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Logs gossip's drop counters whenever one of them grew: datagrams of another cluster, with a
+/// wrong key, replayed, malformed or oversized are dropped silently by gossip, and this line is
+/// how an operator learns that something on the network speaks to the port and is refused.
+async fn report_dropped_datagrams(gossip: GossipHandle) {
+    let mut ticker = tokio::time::interval(DROP_REPORT_INTERVAL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut reported = dropped_counters(&Stats::default());
+    loop {
+        ticker.tick().await;
+        let stats = gossip.stats().await;
+        let counters = dropped_counters(&stats);
+        if counters != reported {
+            warn!(
+                other_cluster = stats.dropped_other_cluster,
+                auth_failure = stats.dropped_auth_failure,
+                replay = stats.dropped_replay,
+                malformed = stats.dropped_malformed,
+                oversized = stats.dropped_oversized,
+                bad_magic = stats.dropped_bad_magic,
+                wrong_version = stats.dropped_wrong_version,
+                stale_sender = stats.dropped_stale_sender,
+                received = stats.datagrams_received,
+                "dropped gossip datagrams (totals since start)"
+            );
+            reported = counters;
+        }
+    }
+}
+
+/// Every drop counter of `stats`, to tell whether any grew.
+fn dropped_counters(stats: &Stats) -> [u64; 8] {
+    [
+        stats.dropped_other_cluster,
+        stats.dropped_auth_failure,
+        stats.dropped_replay,
+        stats.dropped_malformed,
+        stats.dropped_oversized,
+        stats.dropped_bad_magic,
+        stats.dropped_wrong_version,
+        stats.dropped_stale_sender,
+    ]
 }

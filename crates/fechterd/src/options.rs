@@ -18,6 +18,11 @@ pub const SETTLE_INTERVALS: u32 = 10;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "fechterd", version, about)]
 pub struct Options {
+    /// Read options from this TOML file too (keys are the long option names, e.g.
+    /// `listen-address = "10.0.0.10"`); the command line overrides it. SIGHUP reloads it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The address gossip binds to; with the port it is this node's id.
     #[arg(short = 'a', long, value_name = "ADDR")]
     pub listen_address: IpAddr,
@@ -49,6 +54,10 @@ pub struct Options {
     /// Authenticate and encrypt gossip with the keys in FILE (one base64 key per line).
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+
+    /// Besides root, members of this group may change state over the control socket.
+    #[arg(long, value_name = "NAME", default_value = crate::control::DEFAULT_ADMIN_GROUP)]
+    pub admin_group: String,
 
     /// Start admin-up instead of waiting for `fechter up`.
     #[arg(long)]
@@ -89,6 +98,18 @@ pub struct Options {
     /// Hold addresses only while at least N live nodes are seen, this one included; 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub quorum: usize,
+
+    /// Health checks: --check-exec, --check-http, --check-tcp and their timing.
+    #[command(flatten)]
+    pub checks: crate::checks::CheckOptions,
+
+    /// Hooks run on acquire and release: --hooks-dir, --hook-timeout.
+    #[command(flatten)]
+    pub hooks: crate::hooks::HookOptions,
+
+    /// The Prometheus endpoint: --metrics-address.
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsOptions,
 }
 
 impl Options {
@@ -210,6 +231,7 @@ mod tests {
         assert_eq!(options.gossip_interval(), Duration::from_millis(100));
         assert_eq!(options.refresh_interval(), Some(Duration::from_secs(60)));
         assert_eq!(options.quorum, 0);
+        assert_eq!(options.admin_group, "fechter");
         assert!(!options.up);
         let v6 = parse(&["-a", "2001:db8::1", "-g", "2001:db8::ff", "-p", "99"]).unwrap();
         assert_eq!(v6.node_id(), "[2001:db8::1]:99");

@@ -2,8 +2,10 @@
 //!
 //! The file is `<state-dir>/pool.json`. Saving writes a temporary file, syncs it, renames it over
 //! the old one and syncs the directory, so a crash leaves either the old or the new pool, never a
-//! torn one. A file that cannot be read as a pool is moved aside (`pool.json.corrupt-<ms>`) and the
-//! node starts empty: its peers still hold the pool and gossip gives it back.
+//! torn one. A crash between creating and renaming the temporary file leaves it behind, possibly
+//! half written; it is never read, and loading removes it. A file that cannot be read as a pool is
+//! moved aside (`pool.json.corrupt-<ms>`) and the node starts empty: its peers still hold the pool
+//! and gossip gives it back.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tracing::info;
 
 use crate::pool::{Pool, PoolRecord};
 
@@ -65,8 +68,10 @@ struct SavedRecord {
     record: PoolRecord,
 }
 
-/// Loads `<dir>/pool.json`. `now_ms` names the file a corrupt pool is moved to.
+/// Loads `<dir>/pool.json`, removing the temporary file of a save that a crash interrupted.
+/// `now_ms` names the file a corrupt pool is moved to.
 pub fn load_pool(dir: &Path, now_ms: u64) -> Result<Loaded, PersistError> {
+    remove_interrupted_write(dir, POOL_FILE)?;
     let path = dir.join(POOL_FILE);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -105,11 +110,6 @@ fn parse(bytes: &[u8]) -> Result<Pool, String> {
 
 /// Saves `pool` as `<dir>/pool.json` atomically, creating `dir` if needed.
 pub fn save_pool(dir: &Path, pool: &Pool) -> Result<(), PersistError> {
-    fs::create_dir_all(dir).map_err(|source| PersistError::Io {
-        action: "creating the state directory",
-        path: dir.to_owned(),
-        source,
-    })?;
     let file = PoolFile {
         version: FORMAT_VERSION,
         addresses: pool
@@ -123,15 +123,39 @@ pub fn save_pool(dir: &Path, pool: &Pool) -> Result<(), PersistError> {
         source: std::io::Error::other(error),
     })?;
     bytes.push(b'\n');
+    write_atomically(dir, POOL_FILE, &bytes)
+}
 
-    let temporary = dir.join(format!("{POOL_FILE}.tmp"));
-    let final_path = dir.join(POOL_FILE);
+/// Removes the temporary file that [`write_atomically`] leaves behind when a crash interrupts it
+/// before the rename; call it before reading `<dir>/<name>` at start.
+pub fn remove_interrupted_write(dir: &Path, name: &str) -> Result<(), PersistError> {
+    let temporary = dir.join(format!("{name}.tmp"));
+    match fs::remove_file(&temporary) {
+        Ok(()) => {
+            info!(file = %temporary.display(), "removed the temporary file of an interrupted save");
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(PersistError::Io { action: "removing the leftover", path: temporary, source }),
+    }
+}
+
+/// Writes `bytes` as `<dir>/<name>` so that a crash leaves either the old or the new file: a
+/// temporary file is written and synced, renamed into place, and the directory synced.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
+    fs::create_dir_all(dir).map_err(|source| PersistError::Io {
+        action: "creating the state directory",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let final_path = dir.join(name);
     let io = |action: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| PersistError::Io { action, path, source }
     };
     let mut out = File::create(&temporary).map_err(io("creating", &temporary))?;
-    out.write_all(&bytes).map_err(io("writing", &temporary))?;
+    out.write_all(bytes).map_err(io("writing", &temporary))?;
     out.sync_all().map_err(io("syncing", &temporary))?;
     drop(out);
     fs::rename(&temporary, &final_path).map_err(io("renaming into place", &final_path))?;
@@ -173,6 +197,25 @@ mod tests {
             Loaded::Pool(loaded) => assert_eq!(loaded, pool),
             other => panic!("unexpected {other:?}"),
         }
+        assert!(!dir.join("pool.json.tmp").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_half_written_temporary_file_is_ignored_and_removed() {
+        let dir = scratch_dir("leftover");
+        let pool = sample_pool();
+        save_pool(&dir, &pool).unwrap();
+        fs::write(dir.join("pool.json.tmp"), "{\"version\":1,\"addr").unwrap();
+        match load_pool(&dir, 0).unwrap() {
+            Loaded::Pool(loaded) => assert_eq!(loaded, pool),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!dir.join("pool.json.tmp").exists());
+        // A crash before the first rename leaves only the temporary file: that is no pool at all.
+        fs::remove_file(dir.join(POOL_FILE)).unwrap();
+        fs::write(dir.join("pool.json.tmp"), "{").unwrap();
+        assert!(matches!(load_pool(&dir, 0).unwrap(), Loaded::Missing));
         assert!(!dir.join("pool.json.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
     }

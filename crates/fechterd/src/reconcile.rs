@@ -5,7 +5,12 @@
 //! is not eligible; it adds an assigned address only when no other live node reports holding it,
 //! so a move between live nodes is release-then-acquire and an address is never on two machines.
 //! When a partition heals and an address is on two nodes, the node it is not assigned to releases
-//! it, and the assignee announces it again as soon as the conflict is gone.
+//! it, and the assignee announces it again when the conflict appears and as soon as it is gone:
+//! neighbours that the other holder misdirected learn the right link-layer address at once.
+//! While this node settles or holds (see `settle`) it keeps what it holds but acquires nothing,
+//! and when live membership changed it announces everything it keeps again.
+//! Addresses on an interface whose link is down are not wanted here either: they are released,
+//! and re-added (IPv6 ones included, which Linux drops on link down) once the link returns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -42,6 +47,12 @@ pub struct ReconcileInput<'a> {
     pub owned: &'a [Placement],
     /// Addresses this node kept while another node also held them, at the previous reconcile.
     pub conflicted: &'a BTreeSet<IpAddr>,
+    /// The interfaces that are missing, down or without carrier here.
+    pub down_interfaces: &'a BTreeSet<String>,
+    /// Settled and not holding (see `settle`): addresses assigned here may be acquired.
+    pub may_acquire: bool,
+    /// Live membership changed: announce every kept address again.
+    pub reannounce_kept: bool,
 }
 
 /// What to do, in order: remove, add, then announce the added and the re-announced.
@@ -51,8 +62,11 @@ pub struct Plan {
     pub remove: Vec<Placement>,
     /// Addresses to acquire (and then announce).
     pub add: Vec<Placement>,
-    /// Addresses already held whose conflict just cleared: announce them again.
+    /// Addresses kept here to announce again: their conflict appeared or cleared, or live
+    /// membership changed.
     pub reannounce: Vec<Placement>,
+    /// Addresses assigned here and free, not acquired yet because this node settles or holds.
+    pub deferred: Vec<Placement>,
     /// Addresses assigned here but still held elsewhere, with the holders.
     pub waiting: Vec<(IpAddr, Vec<String>)>,
     /// Addresses held here that another node also holds, for the next reconcile.
@@ -75,6 +89,9 @@ pub fn plan(input: ReconcileInput<'_>) -> Plan {
             .filter(|(_, holder)| holder.as_str() == input.me)
             .filter_map(|(address, _)| {
                 let record = input.pool.active(*address)?;
+                if input.down_interfaces.contains(&record.interface) {
+                    return None;
+                }
                 Some((
                     *address,
                     Placement {
@@ -101,15 +118,19 @@ pub fn plan(input: ReconcileInput<'_>) -> Plan {
     }
     for (address, placement) in &wanted {
         if kept.contains(address) {
-            if input.held_elsewhere.contains_key(address) {
+            let conflicted = input.held_elsewhere.contains_key(address);
+            if conflicted {
                 result.conflicted.insert(*address);
-            } else if input.conflicted.contains(address) {
+            }
+            if input.reannounce_kept || conflicted != input.conflicted.contains(address) {
                 result.reannounce.push(placement.clone());
             }
         } else if let Some(holders) = input.held_elsewhere.get(address) {
             result.waiting.push((*address, holders.clone()));
-        } else {
+        } else if input.may_acquire {
             result.add.push(placement.clone());
+        } else {
+            result.deferred.push(placement.clone());
         }
     }
     result
@@ -159,6 +180,9 @@ mod tests {
         held_elsewhere: BTreeMap<IpAddr, Vec<String>>,
         owned: Vec<Placement>,
         conflicted: BTreeSet<IpAddr>,
+        down_interfaces: BTreeSet<String>,
+        may_acquire: bool,
+        reannounce_kept: bool,
     }
 
     impl Case {
@@ -170,6 +194,9 @@ mod tests {
                 held_elsewhere: BTreeMap::new(),
                 owned: Vec::new(),
                 conflicted: BTreeSet::new(),
+                down_interfaces: BTreeSet::new(),
+                may_acquire: true,
+                reannounce_kept: false,
             }
         }
 
@@ -182,6 +209,9 @@ mod tests {
                 held_elsewhere: &self.held_elsewhere,
                 owned: &self.owned,
                 conflicted: &self.conflicted,
+                down_interfaces: &self.down_interfaces,
+                may_acquire: self.may_acquire,
+                reannounce_kept: self.reannounce_kept,
             })
         }
     }
@@ -234,19 +264,69 @@ mod tests {
     }
 
     #[test]
-    fn the_assignee_keeps_a_conflicted_address_and_reannounces_when_it_clears() {
+    fn addresses_on_a_down_link_are_released_and_come_back_with_it() {
+        let mut case = Case::new();
+        case.assignment = BTreeMap::from([(ip(1), ME.into()), (ip(2), ME.into())]);
+        case.owned = vec![at(1), at(2)];
+        case.down_interfaces = BTreeSet::from(["eth0".to_owned()]);
+        let down = case.plan();
+        assert_eq!(down.remove, vec![at(1), at(2)]);
+        assert!(down.add.is_empty());
+        // Linux dropped them (IPv6) or reconcile removed them; the link returns: both come back.
+        case.owned.clear();
+        case.down_interfaces.clear();
+        assert_eq!(case.plan().add, vec![at(1), at(2)]);
+        case.down_interfaces = BTreeSet::from(["eth1".to_owned()]);
+        assert_eq!(case.plan().add, vec![at(1), at(2)], "another interface's link does not matter");
+    }
+
+    #[test]
+    fn the_assignee_keeps_a_conflicted_address_and_reannounces_when_it_appears_and_clears() {
         let mut case = Case::new();
         case.assignment = BTreeMap::from([(ip(1), ME.into())]);
         case.owned = vec![at(1)];
         case.held_elsewhere = BTreeMap::from([(ip(1), vec![OTHER.to_owned()])]);
+        let seen = case.plan();
+        assert!(seen.remove.is_empty() && seen.add.is_empty());
+        assert_eq!(seen.reannounce, vec![at(1)], "the other holder may have misdirected neighbours");
+        assert_eq!(seen.conflicted, BTreeSet::from([ip(1)]));
+        case.conflicted = seen.conflicted;
         let during = case.plan();
-        assert!(during.is_idle());
+        assert!(during.is_idle(), "announced once when it appeared");
         assert_eq!(during.conflicted, BTreeSet::from([ip(1)]));
-        case.conflicted = during.conflicted;
         case.held_elsewhere.clear();
         let after = case.plan();
         assert_eq!(after.reannounce, vec![at(1)]);
         assert!(after.conflicted.is_empty());
+    }
+
+    #[test]
+    fn a_settling_node_keeps_what_it_holds_and_defers_acquisitions() {
+        let mut case = Case::new();
+        case.assignment = BTreeMap::from([(ip(1), ME.into()), (ip(2), ME.into()), (ip(3), OTHER.into())]);
+        case.owned = vec![at(1), at(3)];
+        case.may_acquire = false;
+        let plan = case.plan();
+        assert_eq!(plan.remove, vec![at(3)], "what is not assigned here still goes");
+        assert!(plan.add.is_empty());
+        assert_eq!(plan.deferred, vec![at(2)]);
+        case.may_acquire = true;
+        assert_eq!(case.plan().add, vec![at(2)]);
+    }
+
+    #[test]
+    fn a_membership_change_reannounces_everything_kept_and_nothing_released() {
+        let mut case = Case::new();
+        case.assignment = BTreeMap::from([(ip(1), ME.into()), (ip(2), ME.into()), (ip(3), ME.into())]);
+        case.owned = vec![at(1), at(2), at(4)];
+        case.reannounce_kept = true;
+        let plan = case.plan();
+        assert_eq!(plan.reannounce, vec![at(1), at(2)]);
+        assert_eq!(plan.add, vec![at(3)], "an added address is announced as added, once");
+        assert_eq!(plan.remove, vec![at(4)]);
+        case.reannounce_kept = false;
+        case.owned = vec![at(1), at(2), at(3)];
+        assert!(case.plan().is_idle());
     }
 
     #[test]

@@ -36,16 +36,17 @@
 //! copy ends below that floor, and whose own floor is lower, may have missed collected
 //! tombstones: it gets a reset delta, drops its copy and rebuilds it from version 0.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::ops::Bound;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::config::Config;
 use crate::crypto::{ReplayWindow, SEAL_OVERHEAD};
-use crate::detector::PhiDetector;
+use crate::detector::{PhiDetector, Tolerance};
 use crate::types::{ClusterView, Event, Liveness, NodeId, NodeView, Outgoing, SetError, Stats};
 use crate::wire::{self, Digest, DigestEntry, Envelope, KeyUpdate, Message, NodeDelta, WireError};
 
@@ -55,6 +56,13 @@ const ENVELOPE_FIXED_OVERHEAD: usize = 10;
 
 /// Below this many free bytes no further node delta is attempted.
 const MIN_USEFUL_DELTA_ROOM: usize = 24;
+
+/// How many rounds a node stays in the priority list after news about it. Push-pull with
+/// fanout 3 reaches 1000 nodes in about five rounds, so ten rounds leave room for loss.
+const PRIORITY_ROUNDS: u32 = 10;
+
+/// The longest the priority list may grow; older mentions fall off first.
+const MAX_PRIORITY: usize = 64;
 
 /// The state of a node as the detector sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,8 +215,14 @@ pub struct Gossip {
     rng: StdRng,
     /// The last sequence number used.
     sequence: u64,
-    /// Where the next digest page starts among the other nodes.
-    digest_cursor: usize,
+    /// The name after which the next rotating digest page starts.
+    digest_cursor: String,
+    /// Names worth mentioning first in digests, oldest first, with when they were added: nodes
+    /// whose state changed here recently (so the change spreads like a rumour) and nodes a
+    /// peer holds newer versions of (so the next exchange pulls them).
+    priority: VecDeque<(Instant, String)>,
+    /// How many digest entries fit into one `Syn`, estimated from this node's own entry.
+    entries_per_digest: usize,
     events: Vec<Event>,
     stats: Stats,
     view_version: u64,
@@ -234,8 +248,10 @@ impl Gossip {
         let message_room = config
             .datagram_budget
             .saturating_sub(header.len() + seal + wire::encoded_len(&id) + ENVELOPE_FIXED_OVERHEAD);
+        let own = NodeRecord::new(id.clone(), Status::Alive, now);
+        let entries_per_digest = (message_room / (wire::encoded_len(&own.digest_entry()) + 8)).max(1);
         let mut nodes = BTreeMap::new();
-        nodes.insert(id.name.clone(), NodeRecord::new(id.clone(), Status::Alive, now));
+        nodes.insert(id.name.clone(), own);
         Gossip {
             rng: StdRng::seed_from_u64(config.rng_seed),
             config,
@@ -244,7 +260,9 @@ impl Gossip {
             forgotten: BTreeMap::new(),
             replay: BTreeMap::new(),
             sequence: 0,
-            digest_cursor: 0,
+            digest_cursor: String::new(),
+            priority: VecDeque::new(),
+            entries_per_digest,
             events: Vec::new(),
             stats: Stats::default(),
             view_version: 0,
@@ -333,6 +351,7 @@ impl Gossip {
             return Vec::new();
         }
         self.own_record_mut().heartbeat += 1;
+        self.expire_priority(now);
         self.detect_failures(now);
         self.collect_tombstones(now);
         self.forget_departed(now);
@@ -428,6 +447,7 @@ impl Gossip {
 
     /// The cluster as seen now, with fresh phi values.
     pub fn view(&self, now: Instant) -> ClusterView {
+        let tolerance = self.tolerance();
         let nodes = self
             .nodes
             .values()
@@ -441,7 +461,7 @@ impl Gossip {
                 let phi = if own {
                     None
                 } else {
-                    record.detector.phi(now, self.config.min_std_dev, self.config.acceptable_pause)
+                    record.detector.phi(now, &tolerance)
                 };
                 let view = NodeView { id: record.id.clone(), liveness, phi, keys: record.live_keys() };
                 (record.id.name.clone(), view)
@@ -606,34 +626,65 @@ impl Gossip {
         targets
     }
 
-    /// A `Syn` digest: this node first, then a rotating page of the others that fits.
+    /// A `Syn` digest: this node first, then the priority names, then a rotating page of the
+    /// others that fits. The page continues where the previous one ended, so every known node
+    /// is offered to some peer within `others / entries_per_digest` digests.
     fn syn_digest(&mut self) -> Digest {
-        let room = self.message_room.saturating_sub(4);
-        let own = self.nodes.get(&self.id.name).map(NodeRecord::digest_entry);
-        let mut used = own.as_ref().map_or(0, wire::encoded_len);
-        let mut entries: Vec<DigestEntry> = own.into_iter().collect();
-        let others: Vec<&NodeRecord> = self.others().collect();
-        let start = if others.is_empty() { 0 } else { self.digest_cursor % others.len() };
-        let mut included = 0;
-        for offset in 0..others.len() {
-            let entry = others[(start + offset) % others.len()].digest_entry();
-            let len = wire::encoded_len(&entry);
-            if used + len > room {
-                break;
-            }
-            used += len;
-            entries.push(entry);
-            included += 1;
+        let mut page = Page::new(self.message_room.saturating_sub(4));
+        if let Some(own) = self.nodes.get(&self.id.name) {
+            page.offer(own.digest_entry());
         }
-        let complete = included == others.len();
-        if !others.is_empty() {
-            self.digest_cursor = (start + included) % others.len();
+        self.offer_priority(&mut page);
+        let cursor = self.offer_rotation(&mut page);
+        let complete = page.entries.len() >= self.nodes.len();
+        let entries = page.entries;
+        if let Some(cursor) = cursor {
+            self.digest_cursor = cursor;
         }
         Digest { entries, complete }
     }
 
+    /// Offers the priority names, newest first, into at most half of the page so the rotation
+    /// always keeps room.
+    fn offer_priority(&self, page: &mut Page) {
+        let limit = page.room / 2;
+        for (_, name) in self.priority.iter().rev() {
+            if page.used >= limit {
+                break;
+            }
+            if let Some(record) = self.nodes.get(name)
+                && record.id.name != self.id.name
+                && !page.lists(name)
+            {
+                page.offer(record.digest_entry());
+            }
+        }
+    }
+
+    /// Fills the page with the nodes after the cursor in name order, wrapping around; returns
+    /// the name of the last node offered (the next cursor). The work is proportional to the
+    /// page, not to the cluster.
+    fn offer_rotation(&self, page: &mut Page) -> Option<String> {
+        let cursor = self.digest_cursor.as_str();
+        let after = self.nodes.range::<str, _>((Bound::Excluded(cursor), Bound::Unbounded));
+        let up_to = self.nodes.range::<str, _>((Bound::Unbounded, Bound::Included(cursor)));
+        let mut last = None;
+        for (name, record) in after.chain(up_to) {
+            if *name == self.id.name || page.lists(name) {
+                continue;
+            }
+            if !page.offer(record.digest_entry()) {
+                break;
+            }
+            last = Some(name.clone());
+        }
+        last
+    }
+
     /// The answer to a `Syn`: deltas first, then a digest of requests (where the initiator is
-    /// ahead), news (where this node knows more) and, for a partial digest, a rotating page.
+    /// ahead), news (where this node knows more) and, for a partial digest, the priority names
+    /// and a rotating page. Only a complete digest (a small cluster, or a newcomer) makes the
+    /// answer look at every known node.
     fn syn_ack(&mut self, their_digest: &Digest) -> Message {
         let peer = peer_knowledge(their_digest);
         let room = self.message_room.saturating_sub(4 + 3);
@@ -653,58 +704,43 @@ impl Gossip {
         let reserved = own_len + requests_len.min(room / 3);
         let delta = self.build_delta(&peer, their_digest.complete, room.saturating_sub(reserved));
         let delta_len: usize = delta.iter().map(wire::encoded_len).sum::<usize>();
-        let digest_room = room.saturating_sub(delta_len);
 
-        let mut used = own_len;
-        let mut listed: BTreeSet<String> = BTreeSet::new();
-        let mut entries: Vec<DigestEntry> = Vec::new();
+        let mut page = Page::new(room.saturating_sub(delta_len));
         if let Some(own) = own_entry {
-            listed.insert(own.node.name.clone());
-            entries.push(own);
+            page.offer(own);
         }
-        let mut offer = |entry: DigestEntry, used: &mut usize, entries: &mut Vec<DigestEntry>| {
-            let len = wire::encoded_len(&entry);
-            if *used + len <= digest_room && listed.insert(entry.node.name.clone()) {
-                *used += len;
-                entries.push(entry);
-            }
-        };
         for entry in requests {
-            offer(entry, &mut used, &mut entries);
+            page.offer(entry);
         }
-        let mentioned: BTreeMap<&str, &DigestEntry> =
-            their_digest.entries.iter().map(|entry| (entry.node.name.as_str(), entry)).collect();
-        let mut unmentioned = Vec::new();
-        for record in self.others() {
-            let news = match mentioned.get(record.id.name.as_str()) {
-                Some(theirs) if theirs.node.generation == record.id.generation => {
-                    record.heartbeat > theirs.heartbeat
-                        || record.max_version > theirs.max_version
-                        || (record.status == Status::Left && !theirs.left)
-                }
-                Some(theirs) => record.id.generation > theirs.node.generation,
-                None if their_digest.complete => true,
-                None => {
-                    unmentioned.push(record.digest_entry());
-                    false
-                }
+        for theirs in &their_digest.entries {
+            let Some(record) = self.nodes.get(&theirs.node.name) else {
+                continue;
             };
-            if news {
-                offer(record.digest_entry(), &mut used, &mut entries);
+            let news = if theirs.node.generation == record.id.generation {
+                record.heartbeat > theirs.heartbeat
+                    || record.max_version > theirs.max_version
+                    || (record.status == Status::Left && !theirs.left)
+            } else {
+                record.id.generation > theirs.node.generation
+            };
+            if news && record.id.name != self.id.name && !page.lists(&record.id.name) {
+                page.offer(record.digest_entry());
             }
         }
-        if !unmentioned.is_empty() {
-            let start = self.digest_cursor % unmentioned.len();
-            let count = unmentioned.len();
-            let mut rotated: Vec<DigestEntry> = unmentioned.split_off(start);
-            rotated.extend(unmentioned);
-            let before = entries.len();
-            for entry in rotated {
-                offer(entry, &mut used, &mut entries);
+        if their_digest.complete {
+            // Everything the initiator did not list is unknown to it.
+            for record in self.others() {
+                if !peer.contains_key(&record.id.name) && !page.lists(&record.id.name) && !page.offer(record.digest_entry()) {
+                    break;
+                }
             }
-            self.digest_cursor = (start + entries.len() - before) % count;
+        } else {
+            self.offer_priority(&mut page);
+            if let Some(cursor) = self.offer_rotation(&mut page) {
+                self.digest_cursor = cursor;
+            }
         }
-        Message::SynAck { digest: Digest { entries, complete: false }, delta }
+        Message::SynAck { digest: Digest { entries: page.entries, complete: false }, delta }
     }
 
     /// Deltas a peer lacks, cut to `room` bytes: nodes the peer does not know first (smallest
@@ -716,8 +752,15 @@ impl Gossip {
         peer_complete: bool,
         room: usize,
     ) -> Vec<NodeDelta> {
+        // A partial digest only speaks about the nodes it lists, so only those are looked at;
+        // a complete one makes every node a candidate.
+        let records: Vec<&NodeRecord> = if peer_complete {
+            self.nodes.values().collect()
+        } else {
+            peer.keys().filter_map(|name| self.nodes.get(name)).collect()
+        };
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
-        for record in self.nodes.values() {
+        for record in records {
             let (their_max, their_gc) = match peer.get(&record.id.name) {
                 Some(knows) if knows.generation == record.id.generation => {
                     (knows.max_version, knows.last_gc_version)
@@ -809,10 +852,21 @@ impl Gossip {
                     record.detector.clear();
                     let id = record.id.clone();
                     self.push_event(Event::NodeLeft(id));
+                    self.prioritize(&entry.node.name, now);
                 }
                 continue;
             }
-            if entry.heartbeat > record.heartbeat {
+            let behind = entry.max_version > record.max_version;
+            let heartbeat_rose = entry.heartbeat > record.heartbeat;
+            if behind {
+                // The sender holds versions this node lacks: mention the node first in the
+                // next digests, so that whichever peer has them sends them.
+                self.prioritize(&entry.node.name, now);
+            }
+            if heartbeat_rose {
+                let Some(record) = self.nodes.get_mut(&entry.node.name) else {
+                    continue;
+                };
                 record.heartbeat = entry.heartbeat;
                 self.heartbeat_seen(&entry.node.name, now);
             }
@@ -822,7 +876,7 @@ impl Gossip {
     /// Records one heartbeat sighting; the second sighting since the node was learned or
     /// declared dead makes it alive.
     fn heartbeat_seen(&mut self, name: &str, now: Instant) {
-        let interval = self.config.gossip_interval;
+        let interval = self.expected_heartbeat_gap();
         let Some(record) = self.nodes.get_mut(name) else {
             return;
         };
@@ -855,6 +909,7 @@ impl Gossip {
             None => {
                 self.nodes.insert(id.name.clone(), NodeRecord::new(id.clone(), Status::Pending, now));
                 self.view_version += 1;
+                self.prioritize(&id.name, now);
             }
         }
         self.nodes.get_mut(&id.name)
@@ -875,6 +930,7 @@ impl Gossip {
             }
         }
         self.view_version += 1;
+        self.prioritize(&id.name, now);
     }
 
     /// Applies received node deltas, refusing anything about this node's own name, superseded
@@ -889,6 +945,7 @@ impl Gossip {
             let Some(record) = self.record_for(&delta.node, now) else {
                 continue;
             };
+            let max_before = record.max_version;
             let reset_needed =
                 record.max_version < delta.last_gc_version && record.last_gc_version < delta.last_gc_version;
             let from_version = if delta.reset { 0 } else { delta.from_version };
@@ -924,11 +981,51 @@ impl Gossip {
             if well_formed && delta.up_to >= previous && delta.up_to > record.max_version {
                 record.max_version = delta.up_to;
             }
+            let changed = record.max_version != max_before || !events.is_empty();
             let node = record.id.clone();
             for (key, value) in events {
                 self.push_event(Event::KeyChanged { node: node.clone(), key, value });
             }
+            if changed {
+                // Fresh news spreads like a rumour: mentioned first for a few rounds.
+                self.prioritize(&node.name, now);
+            }
         }
+    }
+
+    /// Puts a node at the head of the next digests for `PRIORITY_ROUNDS` rounds.
+    fn prioritize(&mut self, name: &str, now: Instant) {
+        if self.priority.back().is_some_and(|(_, last)| last == name) {
+            return;
+        }
+        self.priority.push_back((now, name.to_owned()));
+        if self.priority.len() > MAX_PRIORITY {
+            self.priority.pop_front();
+        }
+    }
+
+    /// Drops priority mentions older than `PRIORITY_ROUNDS` rounds.
+    fn expire_priority(&mut self, now: Instant) {
+        let window = self.config.gossip_interval * PRIORITY_ROUNDS;
+        while self.priority.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > window) {
+            self.priority.pop_front();
+        }
+    }
+
+    /// The detector's leniency from the configuration.
+    fn tolerance(&self) -> Tolerance {
+        Tolerance { min_std_dev: self.config.min_std_dev, acceptable_pause: self.config.acceptable_pause }
+    }
+
+    /// The gap expected between two heartbeat sightings of one peer, the detector's prior.
+    /// While the whole membership fits into one digest that is one round; beyond, the rotating
+    /// pages of this node's own `Syn`s need `others / (fanout * entries_per_digest)` rounds to
+    /// come back to a peer (sightings through other nodes' exchanges only shorten it).
+    fn expected_heartbeat_gap(&self) -> Duration {
+        let others = self.nodes.len().saturating_sub(1);
+        let per_round = (self.config.fanout.max(1) * self.entries_per_digest).max(1);
+        let rounds = others.div_ceil(per_round).max(1);
+        self.config.gossip_interval * u32::try_from(rounds).unwrap_or(u32::MAX)
     }
 
     fn mark_left(&mut self, sender: &NodeId, now: Instant) {
@@ -942,17 +1039,18 @@ impl Gossip {
         record.detector.clear();
         let id = record.id.clone();
         self.push_event(Event::NodeLeft(id));
+        self.prioritize(&sender.name, now);
     }
 
     /// Declares dead every alive peer whose phi exceeds the threshold, clearing its history.
     fn detect_failures(&mut self, now: Instant) {
+        let tolerance = self.tolerance();
         let mut died = Vec::new();
         for record in self.nodes.values_mut() {
             if record.status != Status::Alive || record.id.name == self.id.name {
                 continue;
             }
-            let phi = record.detector.phi(now, self.config.min_std_dev, self.config.acceptable_pause);
-            if phi.is_some_and(|phi| phi > self.config.phi_threshold) {
+            if record.detector.exceeds(now, self.config.phi_threshold, &tolerance) {
                 record.set_status(Status::Dead, now);
                 record.detector.clear();
                 record.sightings = 0;
@@ -1004,6 +1102,37 @@ impl Gossip {
             *generation = (*generation).max(id.generation);
             self.view_version += 1;
         }
+    }
+}
+
+/// A digest under construction: the entries so far, their size and their names.
+struct Page {
+    room: usize,
+    used: usize,
+    entries: Vec<DigestEntry>,
+    listed: BTreeSet<String>,
+}
+
+impl Page {
+    fn new(room: usize) -> Page {
+        Page { room, used: 0, entries: Vec::new(), listed: BTreeSet::new() }
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.listed.contains(name)
+    }
+
+    /// Adds the entry if it fits and its node is not listed yet; false when it did not fit.
+    fn offer(&mut self, entry: DigestEntry) -> bool {
+        let len = wire::encoded_len(&entry);
+        if self.used + len > self.room {
+            return false;
+        }
+        if self.listed.insert(entry.node.name.clone()) {
+            self.used += len;
+            self.entries.push(entry);
+        }
+        true
     }
 }
 

@@ -8,43 +8,57 @@
 //! approximation of the cumulative distribution (error below 0.0002), which keeps phi finite
 //! and monotonic far into the tail.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How many inter-arrival samples are kept.
-const WINDOW: usize = 1000;
+/// The memory of the detector in samples: up to this many the mean and variance are exact
+/// averages, beyond it older samples fade exponentially. A running form keeps the detector at a
+/// few words per peer (a simulated 1000-node cluster holds a million of them) while adapting
+/// to a changed arrival rate within a few hundred sightings.
+const WINDOW: f64 = 200.0;
+
+/// How many samples the prior weighs. The prior stands for a spread as large as its mean, so a
+/// young history (right after joining, or after a death cleared it) is judged leniently until
+/// real samples outweigh it; a long regular history is not affected.
+const PRIOR_WEIGHT: f64 = 5.0;
+
+/// Phi at exactly the (paused) mean: `-log10(0.5)`, rounded up.
+const HALF_PHI: f64 = 0.302;
 
 /// Heartbeat history of one peer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PhiDetector {
-    /// Inter-arrival times in seconds, oldest first.
-    intervals: VecDeque<f64>,
-    /// Sum of `intervals`.
-    sum: f64,
-    /// Sum of the squares of `intervals`.
-    sum_of_squares: f64,
+    /// How many samples (the prior's weight included) the moments stand for, capped at
+    /// `WINDOW`; zero before the first arrival.
+    weight: f64,
+    /// Mean inter-arrival time in seconds.
+    mean: f64,
+    /// Mean of the squared inter-arrival times.
+    mean_of_squares: f64,
     /// When the last heartbeat arrived.
     last_arrival: Option<Instant>,
 }
 
 impl PhiDetector {
-    /// Records a heartbeat arrival. The first arrival of an empty history seeds the window with
-    /// `prior` (the gossip interval), so the detector has a sensible mean from the start.
+    /// Records a heartbeat arrival. The first arrival of an empty history starts the moments
+    /// from `prior` (the expected gap between sightings) as `PRIOR_WEIGHT` samples with a
+    /// standard deviation equal to it, and counts the prior once more as the first sample, so
+    /// the detector has a sensible mean from the start.
     pub(crate) fn record(&mut self, now: Instant, prior: Duration) {
         let interval = match self.last_arrival {
             Some(last) => now.saturating_duration_since(last).as_secs_f64(),
-            None => prior.as_secs_f64(),
+            None => {
+                let prior = prior.as_secs_f64();
+                self.weight = PRIOR_WEIGHT;
+                self.mean = prior;
+                self.mean_of_squares = 2.0 * prior * prior;
+                prior
+            }
         };
         self.last_arrival = Some(now);
-        self.intervals.push_back(interval);
-        self.sum += interval;
-        self.sum_of_squares += interval * interval;
-        if self.intervals.len() > WINDOW
-            && let Some(oldest) = self.intervals.pop_front()
-        {
-            self.sum -= oldest;
-            self.sum_of_squares -= oldest * oldest;
-        }
+        self.weight = (self.weight + 1.0).min(WINDOW);
+        let share = 1.0 / self.weight;
+        self.mean += share * (interval - self.mean);
+        self.mean_of_squares += share * (interval * interval - self.mean_of_squares);
     }
 
     /// Forgets everything, as when a node is declared dead: its next life starts afresh.
@@ -52,19 +66,59 @@ impl PhiDetector {
         *self = PhiDetector::default();
     }
 
-    /// The suspicion level at `now`, or `None` without history.
-    pub(crate) fn phi(&self, now: Instant, min_std_dev: Duration, acceptable_pause: Duration) -> Option<f64> {
-        let last = self.last_arrival?;
-        if self.intervals.is_empty() {
-            return None;
-        }
-        let count = self.intervals.len() as f64;
-        let mean = self.sum / count;
-        let variance = (self.sum_of_squares / count - mean * mean).max(0.0);
-        let std_dev = variance.sqrt().max(min_std_dev.as_secs_f64()).max(1e-6);
-        let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        Some(phi_of(elapsed, mean + acceptable_pause.as_secs_f64(), std_dev))
+    fn variance(&self) -> f64 {
+        (self.mean_of_squares - self.mean * self.mean).max(0.0)
     }
+
+    /// Whether the gaps are too irregular for the normal model: a standard deviation above half
+    /// the mean. One heartbeat per round arrives far more regularly than that; arrivals that
+    /// are the union of many random exchanges (paged digests in a large cluster) are nearly
+    /// memoryless, with a tail far heavier than a normal fit predicts. Phi then follows the
+    /// exponential distribution (as in Cassandra), which puts threshold 8 at about 18 mean gaps
+    /// and is always the more lenient of the two for such a spread.
+    fn memoryless(&self) -> bool {
+        4.0 * self.variance() > self.mean * self.mean
+    }
+
+    /// Whether phi at `now` exceeds `threshold`. Up to the mean plus the pause the normal phi
+    /// stays at or below `-log10(0.5)`, about 0.3, so for any threshold above that the normal
+    /// tail is only computed for the few peers that are actually late: this runs for every peer
+    /// on every round.
+    pub(crate) fn exceeds(&self, now: Instant, threshold: f64, tolerance: &Tolerance) -> bool {
+        if let Some(last) = self.last_arrival
+            && !self.memoryless()
+            && threshold > HALF_PHI
+        {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            if elapsed <= self.mean + tolerance.acceptable_pause.as_secs_f64() {
+                return false;
+            }
+        }
+        self.phi(now, tolerance).is_some_and(|phi| phi > threshold)
+    }
+
+    /// The suspicion level at `now`, or `None` without history.
+    pub(crate) fn phi(&self, now: Instant, tolerance: &Tolerance) -> Option<f64> {
+        let last = self.last_arrival?;
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        let pause = tolerance.acceptable_pause.as_secs_f64();
+        let mean = self.mean.max(1e-6);
+        if self.memoryless() {
+            // P(later) = exp(-t / mean), so phi = t / (mean * ln 10), after the pause.
+            return Some((elapsed - pause).max(0.0) / (mean * std::f64::consts::LN_10));
+        }
+        let std_dev = self.variance().sqrt().max(tolerance.min_std_dev.as_secs_f64()).max(1e-6);
+        Some(phi_of(elapsed, mean + pause, std_dev))
+    }
+}
+
+/// How lenient the detector is, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tolerance {
+    /// The floor of the standard deviation (normal model).
+    pub(crate) min_std_dev: Duration,
+    /// Silence tolerated before suspicion grows.
+    pub(crate) acceptable_pause: Duration,
 }
 
 /// `-log10` of the normal upper tail at `elapsed`, via the logistic approximation.
@@ -91,6 +145,10 @@ fn ln_1p_exp(x: f64) -> f64 {
 mod tests {
     use super::*;
 
+    fn normal() -> Tolerance {
+        Tolerance { min_std_dev: Duration::from_millis(40), acceptable_pause: Duration::from_millis(60) }
+    }
+
     fn regular(count: u32, interval: Duration) -> (PhiDetector, Instant) {
         let mut detector = PhiDetector::default();
         let start = Instant::now();
@@ -104,9 +162,7 @@ mod tests {
     fn phi_grows_with_silence_and_crosses_eight_near_mean_plus_five_std() {
         let interval = Duration::from_millis(100);
         let (detector, last) = regular(50, interval);
-        let floor = Duration::from_millis(40);
-        let pause = Duration::from_millis(60);
-        let at = |ms| detector.phi(last + Duration::from_millis(ms), floor, pause).unwrap_or(f64::NAN);
+        let at = |ms| detector.phi(last + Duration::from_millis(ms), &normal()).unwrap_or(f64::NAN);
         assert!(at(100) < 0.5);
         assert!(at(200) < at(300));
         assert!(at(300) < 8.0, "{}", at(300));
@@ -118,10 +174,26 @@ mod tests {
     fn no_history_means_no_phi_and_clear_forgets() {
         let mut detector = PhiDetector::default();
         let now = Instant::now();
-        assert_eq!(detector.phi(now, Duration::ZERO, Duration::ZERO), None);
+        assert_eq!(detector.phi(now, &normal()), None);
         detector.record(now, Duration::from_millis(100));
-        assert!(detector.phi(now, Duration::ZERO, Duration::ZERO).is_some());
+        assert!(detector.phi(now, &normal()).is_some());
         detector.clear();
-        assert_eq!(detector.phi(now, Duration::ZERO, Duration::ZERO), None);
+        assert_eq!(detector.phi(now, &normal()), None);
+    }
+
+    #[test]
+    fn irregular_gaps_switch_to_the_memoryless_model_which_waits_about_eighteen_mean_gaps() {
+        // Gaps of 100 and 500 ms alternate: mean 300 ms, standard deviation 200 ms.
+        let mut detector = PhiDetector::default();
+        let mut last = Instant::now();
+        for index in 0..400 {
+            last += Duration::from_millis(if index % 2 == 0 { 100 } else { 500 });
+            detector.record(last, Duration::from_millis(300));
+        }
+        assert!(detector.memoryless());
+        let tolerance = normal();
+        let at = |ms| detector.phi(last + Duration::from_millis(ms), &tolerance).unwrap_or(f64::NAN);
+        assert!(!detector.exceeds(last + Duration::from_millis(5000), 8.0, &tolerance), "{}", at(5000));
+        assert!(detector.exceeds(last + Duration::from_millis(6000), 8.0, &tolerance), "{}", at(6000));
     }
 }
