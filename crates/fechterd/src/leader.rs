@@ -12,7 +12,8 @@
 //! published unassigned, and given to its new node in a later decision, after the old holder has
 //! acknowledged and released it. Without this, a node that just acquired an address under an
 //! older decision, before its `held:*` key reached anyone, could hold it together with the node a
-//! newer decision moved it to. A dead node's addresses move in one decision.
+//! newer decision moved it to. A dead node's addresses move in one decision. A leader that sees
+//! no eligible node decides nothing: the last decision stands until someone can hold addresses.
 //!
 //! Link monitoring: a node publishes the pool interfaces it cannot use (missing, down or without
 //! carrier). The allocation is first computed over all eligible nodes, as if every link were up,
@@ -105,6 +106,13 @@ pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
         })
         .map(|node| node.id.clone())
         .collect();
+    if eligible.is_empty() {
+        // Nobody could hold an address, and every ineligible node releases its own anyway. An
+        // empty decision under a new term would only outrank the real one: a minority leader
+        // that hears the majority's commit before it sees the majority alive would make the
+        // majority release everything.
+        return None;
+    }
     let down: BTreeMap<&str, &BTreeSet<String>> = eligible
         .iter()
         .filter_map(|id| {
@@ -585,6 +593,20 @@ mod tests {
         let both = settle(&mut view, &pool, moved, &eth0);
         assert!((1..=3).all(|n| both.assignment[&ip(n)] == B), "{:?}", both.assignment);
         assert!((4..=6).all(|n| both.assignment[&ip(n)] == A), "{:?}", both.assignment);
+    }
+
+    #[test]
+    fn a_leader_that_sees_no_eligible_node_publishes_nothing() {
+        let pool = pool(2);
+        let mut majority_leader = node(B, Liveness::Dead, true);
+        majority_leader.commit = Some(Commit { term: 2, seq: 0 });
+        majority_leader.assign = BTreeMap::from([(ip(1), B.to_owned()), (ip(2), C.to_owned())]);
+        let view =
+            cluster(A, vec![node(A, Liveness::Alive, false), majority_leader, node(C, Liveness::Dead, true)]);
+        let followed = authoritative(&view);
+        let decision =
+            decide(LeaderInput { locally_eligible: false, ..input(&view, &pool, followed.as_ref()) });
+        assert!(decision.is_none(), "an empty term 3 would make the majority release everything");
     }
 
     #[test]
