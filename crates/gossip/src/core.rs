@@ -458,11 +458,7 @@ impl Gossip {
                     Status::Pending | Status::Dead => Liveness::Dead,
                     Status::Left => Liveness::Left,
                 };
-                let phi = if own {
-                    None
-                } else {
-                    record.detector.phi(now, &tolerance)
-                };
+                let phi = if own { None } else { record.detector.phi(now, &tolerance) };
                 let view = NodeView { id: record.id.clone(), liveness, phi, keys: record.live_keys() };
                 (record.id.name.clone(), view)
             })
@@ -730,7 +726,10 @@ impl Gossip {
         if their_digest.complete {
             // Everything the initiator did not list is unknown to it.
             for record in self.others() {
-                if !peer.contains_key(&record.id.name) && !page.lists(&record.id.name) && !page.offer(record.digest_entry()) {
+                if !peer.contains_key(&record.id.name)
+                    && !page.lists(&record.id.name)
+                    && !page.offer(record.digest_entry())
+                {
                     break;
                 }
             }
@@ -1012,9 +1011,18 @@ impl Gossip {
         }
     }
 
-    /// The detector's leniency from the configuration.
+    /// The detector's leniency: the configuration, the memoryless model once digests are
+    /// paged (see [`Tolerance`]), and a floor for the mean gap of a quarter
+    /// of the expected gap, so that heartbeat histories gathered while the cluster was still
+    /// growing do not judge the grown cluster's longer gaps. While the membership fits into
+    /// the digests of one round the floor stays below one round and changes nothing.
     fn tolerance(&self) -> Tolerance {
-        Tolerance { min_std_dev: self.config.min_std_dev, acceptable_pause: self.config.acceptable_pause }
+        Tolerance {
+            min_std_dev: self.config.min_std_dev,
+            acceptable_pause: self.config.acceptable_pause,
+            min_mean: self.expected_heartbeat_gap() / 4,
+            memoryless: self.expected_heartbeat_gap() > self.config.gossip_interval,
+        }
     }
 
     /// The gap expected between two heartbeat sightings of one peer, the detector's prior.

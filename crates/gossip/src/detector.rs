@@ -70,27 +70,19 @@ impl PhiDetector {
         (self.mean_of_squares - self.mean * self.mean).max(0.0)
     }
 
-    /// Whether the gaps are too irregular for the normal model: a standard deviation above half
-    /// the mean. One heartbeat per round arrives far more regularly than that; arrivals that
-    /// are the union of many random exchanges (paged digests in a large cluster) are nearly
-    /// memoryless, with a tail far heavier than a normal fit predicts. Phi then follows the
-    /// exponential distribution (as in Cassandra), which puts threshold 8 at about 18 mean gaps
-    /// and is always the more lenient of the two for such a spread.
-    fn memoryless(&self) -> bool {
-        4.0 * self.variance() > self.mean * self.mean
-    }
-
     /// Whether phi at `now` exceeds `threshold`. Up to the mean plus the pause the normal phi
     /// stays at or below `-log10(0.5)`, about 0.3, so for any threshold above that the normal
     /// tail is only computed for the few peers that are actually late: this runs for every peer
     /// on every round.
     pub(crate) fn exceeds(&self, now: Instant, threshold: f64, tolerance: &Tolerance) -> bool {
         if let Some(last) = self.last_arrival
-            && !self.memoryless()
+            && !tolerance.memoryless
             && threshold > HALF_PHI
         {
             let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            if elapsed <= self.mean + tolerance.acceptable_pause.as_secs_f64() {
+            if elapsed
+                <= self.mean.max(tolerance.min_mean.as_secs_f64()) + tolerance.acceptable_pause.as_secs_f64()
+            {
                 return false;
             }
         }
@@ -102,8 +94,8 @@ impl PhiDetector {
         let last = self.last_arrival?;
         let elapsed = now.saturating_duration_since(last).as_secs_f64();
         let pause = tolerance.acceptable_pause.as_secs_f64();
-        let mean = self.mean.max(1e-6);
-        if self.memoryless() {
+        let mean = self.mean.max(tolerance.min_mean.as_secs_f64()).max(1e-6);
+        if tolerance.memoryless {
             // P(later) = exp(-t / mean), so phi = t / (mean * ln 10), after the pause.
             return Some((elapsed - pause).max(0.0) / (mean * std::f64::consts::LN_10));
         }
@@ -119,6 +111,14 @@ pub(crate) struct Tolerance {
     pub(crate) min_std_dev: Duration,
     /// Silence tolerated before suspicion grows.
     pub(crate) acceptable_pause: Duration,
+    /// A floor for the mean gap, from the cluster's size: a history gathered while the
+    /// cluster was smaller (a mass start) has shorter gaps than the grown cluster delivers.
+    pub(crate) min_mean: Duration,
+    /// Arrivals are the union of many random exchanges rather than about one per round
+    /// (digests are paged), so the gaps are nearly memoryless, with a tail far heavier than a
+    /// normal fit predicts. Phi then follows the exponential distribution (as in Cassandra),
+    /// which puts threshold 8 at about 18 mean gaps.
+    pub(crate) memoryless: bool,
 }
 
 /// `-log10` of the normal upper tail at `elapsed`, via the logistic approximation.
@@ -146,7 +146,12 @@ mod tests {
     use super::*;
 
     fn normal() -> Tolerance {
-        Tolerance { min_std_dev: Duration::from_millis(40), acceptable_pause: Duration::from_millis(60) }
+        Tolerance {
+            min_std_dev: Duration::from_millis(40),
+            acceptable_pause: Duration::from_millis(60),
+            min_mean: Duration::ZERO,
+            memoryless: false,
+        }
     }
 
     fn regular(count: u32, interval: Duration) -> (PhiDetector, Instant) {
@@ -182,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn irregular_gaps_switch_to_the_memoryless_model_which_waits_about_eighteen_mean_gaps() {
+    fn the_memoryless_model_waits_about_eighteen_mean_gaps() {
         // Gaps of 100 and 500 ms alternate: mean 300 ms, standard deviation 200 ms.
         let mut detector = PhiDetector::default();
         let mut last = Instant::now();
@@ -190,8 +195,7 @@ mod tests {
             last += Duration::from_millis(if index % 2 == 0 { 100 } else { 500 });
             detector.record(last, Duration::from_millis(300));
         }
-        assert!(detector.memoryless());
-        let tolerance = normal();
+        let tolerance = Tolerance { memoryless: true, ..normal() };
         let at = |ms| detector.phi(last + Duration::from_millis(ms), &tolerance).unwrap_or(f64::NAN);
         assert!(!detector.exceeds(last + Duration::from_millis(5000), 8.0, &tolerance), "{}", at(5000));
         assert!(detector.exceeds(last + Duration::from_millis(6000), 8.0, &tolerance), "{}", at(6000));
