@@ -18,7 +18,7 @@ use fechter_cli::proto::{
     AddressStatus, AdminState, Body, Command, ConnectivityReport, ErrorKind, InfoReport, Liveness, NodeInfo,
     Reply, StatusReport,
 };
-use fechter_gossip::{ClusterView, GossipHandle};
+use fechter_gossip::{ClusterView, GossipHandle, KeyChange};
 use fechter_netops::{AddressSpec, AnnounceConfig, Net, NetError, NetEvent, PingError};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -282,7 +282,14 @@ impl<N: Net> Daemon<N> {
                 Input::Shutdown => break Ok(()),
                 Input::View => {}
                 Input::Timer => self.update_links(true).await,
-                Input::Net(event) => self.on_net_event(event),
+                Input::Net(event) => {
+                    self.on_net_event(event);
+                    // Installing or removing many addresses makes a burst of events: take all
+                    // that already wait, so the burst costs one step instead of one per address.
+                    while let Ok(event) = net_events.try_recv() {
+                        self.on_net_event(event);
+                    }
+                }
                 Input::Check(result) => self.record_check(&result),
                 Input::NetClosed => {
                     warn!("network events stopped; relying on the periodic reconcile");
@@ -420,14 +427,16 @@ impl<N: Net> Daemon<N> {
         if let Some(decision) = decision {
             self.publish_decision(&cluster, decision).await;
         }
-        if settled && self.leader.as_deref() == Some(self.config.node_id.as_str()) {
-            self.adopt_orphaned_pool_records(&cluster).await;
-            self.adopt_orphaned_maintenance(&cluster, &view).await;
-        }
 
         self.reconcile(&cluster, eligible, settled, gate.membership_changed).await;
         self.publish_held(&cluster).await;
         self.publish_status(&cluster).await;
+        // Housekeeping comes last, so that a failover's decision and acquisitions never wait
+        // behind it.
+        if settled && self.leader.as_deref() == Some(self.config.node_id.as_str()) {
+            self.adopt_orphaned_pool_records(&cluster).await;
+            self.adopt_orphaned_maintenance(&cluster, &view).await;
+        }
         self.record_metrics();
     }
 
@@ -477,25 +486,25 @@ impl<N: Net> Daemon<N> {
 
     /// Publishes every pool record held locally, so that a restart of the whole cluster keeps it.
     async fn republish_pool(&mut self) {
-        let records: Vec<(IpAddr, PoolRecord)> =
-            self.pool.records().map(|(address, record)| (address, record.clone())).collect();
-        for (address, record) in records {
-            self.set(&format!("{POOL_PREFIX}{address}"), encode(&record)).await;
+        if let Err(error) = self.gossip.apply(pool_changes(self.pool.records())).await {
+            warn!(%error, "could not publish the pool");
         }
     }
 
     /// Publishes the pool records that no live node publishes any more, so the pool outlives
     /// the nodes that wrote it once gossip forgets them.
     async fn adopt_orphaned_pool_records(&mut self, cluster: &Cluster) {
-        let orphans: Vec<(IpAddr, PoolRecord)> = self
-            .pool
-            .records()
-            .filter(|(address, record)| !cluster.live().any(|node| node.pool.get(address) == Some(*record)))
-            .map(|(address, record)| (address, record.clone()))
-            .collect();
-        for (address, record) in orphans {
-            debug!(%address, "re-publishing a pool record no live node publishes");
-            self.set(&format!("{POOL_PREFIX}{address}"), encode(&record)).await;
+        let orphans =
+            pool_changes(self.pool.records().filter(|(address, record)| {
+                !cluster.live().any(|node| node.pool.get(address) == Some(*record))
+            }));
+        if orphans.is_empty() {
+            return;
+        }
+        // One batch: after the node that added a large pool dies, every record is an orphan.
+        debug!(records = orphans.len(), "re-publishing the pool records no live node publishes");
+        if let Err(error) = self.gossip.apply(orphans).await {
+            warn!(%error, "could not re-publish the orphaned pool records");
         }
     }
 
@@ -560,22 +569,16 @@ impl<N: Net> Daemon<N> {
 
     /// Writes a leader decision: changed `assign:*` keys first, then the commit.
     async fn publish_decision(&mut self, cluster: &Cluster, decision: Decision) {
-        let published =
-            cluster.nodes.get(&self.config.node_id).map(|node| node.assign.clone()).unwrap_or_default();
-        for (address, holder) in &decision.assignment {
-            if published.get(address) != Some(holder)
-                && !self.set(&format!("{ASSIGN_PREFIX}{address}"), encode(holder)).await
-            {
-                return;
-            }
-        }
-        for address in published.keys().filter(|address| !decision.assignment.contains_key(address)) {
-            self.gossip.delete(&format!("{ASSIGN_PREFIX}{address}")).await;
-        }
-        if !self.set(COMMIT_KEY, encode(&commit_value(&decision))).await {
+        let empty = Assignment::new();
+        let published = cluster.nodes.get(&self.config.node_id).map_or(&empty, |node| &node.assign);
+        // One batch, one push round: a takeover rewrites every `assign:*` key, and a write per
+        // key used to cost a gossip round each, seconds for hundreds of addresses. The batch is
+        // applied in order and stops at a refused write, so the commit never goes out without
+        // every key it covers.
+        if let Err(error) = self.gossip.apply(decision_changes(published, &decision)).await {
+            warn!(%error, "could not publish an assignment");
             return;
         }
-        let empty = Assignment::new();
         let previous = self.applied.as_ref().map_or(&empty, |applied| &applied.assignment);
         let moved = decision
             .assignment
@@ -720,8 +723,8 @@ impl<N: Net> Daemon<N> {
 
     /// Makes the `held:*` keys match what netlink showed.
     async fn publish_held(&mut self, cluster: &Cluster) {
-        let published =
-            cluster.nodes.get(&self.config.node_id).map(|node| node.held.clone()).unwrap_or_default();
+        let empty = BTreeMap::new();
+        let published = cluster.nodes.get(&self.config.node_id).map_or(&empty, |node| &node.held);
         let desired: BTreeMap<IpAddr, HeldRecord> = self
             .owned
             .iter()
@@ -732,13 +735,9 @@ impl<N: Net> Daemon<N> {
                 )
             })
             .collect();
-        for (address, record) in &desired {
-            if published.get(address) != Some(record) {
-                self.set(&format!("{HELD_PREFIX}{address}"), encode(record)).await;
-            }
-        }
-        for address in published.keys().filter(|address| !desired.contains_key(address)) {
-            self.gossip.delete(&format!("{HELD_PREFIX}{address}")).await;
+        // One batch for however many addresses reconcile just acquired or released.
+        if let Err(error) = self.gossip.apply(held_changes(published, &desired)).await {
+            warn!(%error, "could not publish the held addresses");
         }
     }
 
@@ -970,6 +969,43 @@ impl<N: Net> Daemon<N> {
     }
 }
 
+/// The writes that publish `decision` over the `assign:*` keys already `published`: the changed
+/// assignments, the removed ones, then the commit, which must come after every key it covers.
+fn decision_changes(published: &Assignment, decision: &Decision) -> Vec<KeyChange> {
+    let changed = decision
+        .assignment
+        .iter()
+        .filter(|(address, holder)| published.get(*address) != Some(*holder))
+        .map(|(address, holder)| (format!("{ASSIGN_PREFIX}{address}"), Some(encode(holder))));
+    let removed = published
+        .keys()
+        .filter(|address| !decision.assignment.contains_key(address))
+        .map(|address| (format!("{ASSIGN_PREFIX}{address}"), None));
+    let commit = (COMMIT_KEY.to_owned(), Some(encode(&commit_value(decision))));
+    changed.chain(removed).chain(std::iter::once(commit)).collect()
+}
+
+/// The writes that turn the `held:*` keys `published` into `desired`.
+fn held_changes(
+    published: &BTreeMap<IpAddr, HeldRecord>,
+    desired: &BTreeMap<IpAddr, HeldRecord>,
+) -> Vec<KeyChange> {
+    let changed = desired
+        .iter()
+        .filter(|(address, record)| published.get(*address) != Some(*record))
+        .map(|(address, record)| (format!("{HELD_PREFIX}{address}"), Some(encode(record))));
+    let removed = published
+        .keys()
+        .filter(|address| !desired.contains_key(address))
+        .map(|address| (format!("{HELD_PREFIX}{address}"), None));
+    changed.chain(removed).collect()
+}
+
+/// The writes that publish pool records.
+fn pool_changes<'a>(records: impl Iterator<Item = (IpAddr, &'a PoolRecord)>) -> Vec<KeyChange> {
+    records.map(|(address, record)| (format!("{POOL_PREFIX}{address}"), Some(encode(record)))).collect()
+}
+
 fn pool_error_reply(error: PoolError) -> Reply {
     let kind = match &error {
         PoolError::InvalidArgument(_) => ErrorKind::InvalidArgument,
@@ -1055,5 +1091,66 @@ async fn ping_gateway<N: Net>(
         if results.send(result).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([198, 18, 0, n])
+    }
+
+    fn keys(changes: &[KeyChange]) -> Vec<(&str, bool)> {
+        changes.iter().map(|(key, value)| (key.as_str(), value.is_some())).collect()
+    }
+
+    #[test]
+    fn a_decision_is_one_batch_of_changed_assignments_then_removals_then_the_commit() {
+        let published: Assignment =
+            [(ip(1), "a".to_owned()), (ip(2), "b".to_owned()), (ip(3), "c".to_owned())].into();
+        let decision = Decision {
+            commit: CommitRef { term: 2, seq: 5, author: "a".to_owned() },
+            assignment: [(ip(1), "a".to_owned()), (ip(2), "a".to_owned()), (ip(4), "b".to_owned())].into(),
+        };
+        let changes = decision_changes(&published, &decision);
+        assert_eq!(
+            keys(&changes),
+            vec![
+                ("assign:198.18.0.2", true),
+                ("assign:198.18.0.4", true),
+                ("assign:198.18.0.3", false),
+                ("commit", true),
+            ]
+        );
+        assert_eq!(changes[0].1.as_deref(), Some(encode(&"a").as_slice()));
+        assert_eq!(changes[3].1.as_deref(), Some(encode(&commit_value(&decision)).as_slice()));
+    }
+
+    #[test]
+    fn a_takeover_writes_every_assignment_before_its_commit() {
+        let decision = Decision {
+            commit: CommitRef { term: 3, seq: 0, author: "b".to_owned() },
+            assignment: (1..=200).map(|n| (ip(n), "b".to_owned())).collect(),
+        };
+        let changes = decision_changes(&Assignment::new(), &decision);
+        assert_eq!(changes.len(), 201);
+        assert_eq!(changes.last().map(|(key, _)| key.as_str()), Some(COMMIT_KEY));
+        assert!(changes[..200].iter().all(|(key, value)| key.starts_with(ASSIGN_PREFIX) && value.is_some()));
+    }
+
+    #[test]
+    fn held_changes_write_only_the_difference() {
+        let record = |interface: &str| HeldRecord { interface: interface.to_owned(), prefix_len: 24 };
+        let published: BTreeMap<IpAddr, HeldRecord> =
+            [(ip(1), record("eth0")), (ip(2), record("eth0")), (ip(3), record("eth0"))].into();
+        let desired: BTreeMap<IpAddr, HeldRecord> =
+            [(ip(1), record("eth0")), (ip(2), record("eth1")), (ip(4), record("eth0"))].into();
+        assert_eq!(
+            keys(&held_changes(&published, &desired)),
+            vec![("held:198.18.0.2", true), ("held:198.18.0.4", true), ("held:198.18.0.3", false)]
+        );
+        assert!(held_changes(&desired, &desired).is_empty());
     }
 }
