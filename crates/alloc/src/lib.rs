@@ -145,28 +145,32 @@ pub fn allocate(pool: &[PoolEntry], eligible: &BTreeSet<String>, current: &Assig
         place_waiting(&mut addresses, &by_position, &nodes, &loads);
     }
 
-    let assignment = addresses
-        .iter()
-        .filter_map(|address| {
-            let node = address.next_node?;
-            Some((address.address, nodes.ids[node].to_owned()))
-        })
-        .collect();
-    let moves = by_position
-        .iter()
-        .map(|&index| &addresses[index])
-        .filter(|address| address.holder_changes())
-        .map(|address| Move {
-            address: address.address,
-            from: address.previous.map(str::to_owned),
-            to: address.next_node.map(|node| nodes.ids[node].to_owned()),
-        })
-        .chain(unknown.into_iter().map(|(address, holder)| Move {
-            address,
-            from: Some(holder.to_owned()),
-            to: None,
-        }))
-        .collect();
+    // Both outputs are built into vectors of their exact size: growing them while collecting cost
+    // reallocations and copies that showed up in profiles at fleet scale.
+    let mut held: Vec<(IpAddr, String)> =
+        Vec::with_capacity(addresses.iter().filter(|address| address.next_node.is_some()).count());
+    held.extend(addresses.iter().filter_map(|address| {
+        let node = address.next_node?;
+        Some((address.address, nodes.ids[node].to_owned()))
+    }));
+    // `held` is already in address order, so the map's sort finds one run and builds in bulk.
+    let assignment = held.into_iter().collect();
+    let changed_count = addresses.iter().filter(|address| address.holder_changes()).count();
+    let mut moves = Vec::with_capacity(changed_count + unknown.len());
+    moves.extend(
+        by_position.iter().map(|&index| &addresses[index]).filter(|address| address.holder_changes()).map(
+            |address| Move {
+                address: address.address,
+                from: address.previous.map(str::to_owned),
+                to: address.next_node.map(|node| nodes.ids[node].to_owned()),
+            },
+        ),
+    );
+    moves.extend(unknown.into_iter().map(|(address, holder)| Move {
+        address,
+        from: Some(holder.to_owned()),
+        to: None,
+    }));
     Allocation { assignment, moves }
 }
 
@@ -238,23 +242,30 @@ impl PoolAddress<'_> {
 
 /// The distinct addresses of `pool`, sorted by address (the order of [`Assignment`]).
 fn distinct_addresses(pool: &[PoolEntry]) -> Vec<PoolAddress<'_>> {
+    let pool_address = |address, state, position| PoolAddress {
+        address,
+        position,
+        active: state == EntryState::Active,
+        previous: None,
+        previous_node: None,
+        next_node: None,
+    };
+    // A pool in strictly increasing address order, the common case, has no duplicates and is its own
+    // sorted order; checking that costs one comparison per entry and saves the sort.
+    if pool.windows(2).all(|pair| pair[0].address < pair[1].address) {
+        return pool
+            .iter()
+            .enumerate()
+            .map(|(position, entry)| pool_address(entry.address, entry.state, position))
+            .collect();
+    }
     let mut entries: Vec<(IpAddr, EntryState, usize)> =
         pool.iter().enumerate().map(|(position, entry)| (entry.address, entry.state, position)).collect();
     // Active sorts before Tombstone, so the first entry of each address is its first active one
     // if it has any, and its first entry otherwise.
     entries.sort_unstable();
     entries.dedup_by_key(|entry| entry.0);
-    entries
-        .into_iter()
-        .map(|(address, state, position)| PoolAddress {
-            address,
-            position,
-            active: state == EntryState::Active,
-            previous: None,
-            previous_node: None,
-            next_node: None,
-        })
-        .collect()
+    entries.into_iter().map(|(address, state, position)| pool_address(address, state, position)).collect()
 }
 
 /// Records the current holder of each pool address; returns the held addresses that are not in the pool.
@@ -285,11 +296,17 @@ fn attach_current_holders<'a>(
 
 /// Indices into `addresses`, in pool order.
 fn order_by_position(addresses: &[PoolAddress<'_>], pool_len: usize) -> Vec<usize> {
+    // A pool already in address order needs no reordering.
+    if addresses.windows(2).all(|pair| pair[0].position < pair[1].position) {
+        return (0..addresses.len()).collect();
+    }
     let mut at_position = vec![None; pool_len];
     for (index, address) in addresses.iter().enumerate() {
         at_position[address.position] = Some(index);
     }
-    at_position.into_iter().flatten().collect()
+    let mut ordered = Vec::with_capacity(addresses.len());
+    ordered.extend(at_position.into_iter().flatten());
+    ordered
 }
 
 /// Takes from overloaded nodes the addresses that balance requires them to give up.
@@ -384,69 +401,79 @@ fn place_waiting(
 struct Tier {
     /// Per group: (node key, node index) of its members.
     groups: Vec<Vec<(u64, usize)>>,
-    /// The groups that have members, in no particular order.
-    occupied: Vec<usize>,
+    /// Bit `g` is set when group `g` has members; a mask rather than a list so that leaving costs
+    /// nothing and the ranking loop walks the groups without indirection.
+    occupied: u64,
 }
+
+// `Tier::occupied` has one bit per group.
+const _: () = assert!(hash::GROUP_COUNT <= u64::BITS as usize);
 
 impl Default for Tier {
     fn default() -> Self {
-        Tier { groups: vec![Vec::new(); hash::GROUP_COUNT], occupied: Vec::new() }
+        Tier { groups: vec![Vec::new(); hash::GROUP_COUNT], occupied: 0 }
     }
 }
 
 impl Tier {
     fn is_empty(&self) -> bool {
-        self.occupied.is_empty()
+        self.occupied == 0
     }
 
     fn insert(&mut self, node: usize, node_key: u64) {
         let group = hash::group_of(node_key);
-        if self.groups[group].is_empty() {
-            self.occupied.push(group);
-        }
+        self.occupied |= 1 << group;
         self.groups[group].push((node_key, node));
     }
 
     /// Removes and returns the member with the lowest [`tie_break_hash`] for the address, then node id.
     fn take_best(&mut self, address_key: u64) -> Option<usize> {
+        // Group ranks fit in 32 bits, so the first occupied group always beats the start value.
         let mut best_rank = u64::MAX;
-        let mut best_group = None;
-        let mut groups_tie = false;
-        for &group in &self.occupied {
+        // The occupied groups that share the best rank so far.
+        let mut best_groups = 0_u64;
+        let mut remaining = self.occupied;
+        while remaining != 0 {
+            let group = remaining.trailing_zeros() as usize;
+            remaining &= remaining - 1;
             let rank = hash::group_rank(group, address_key);
-            if rank < best_rank || best_group.is_none() {
+            if rank < best_rank {
                 best_rank = rank;
-                best_group = Some(group);
-                groups_tie = false;
+                best_groups = 1 << group;
             } else if rank == best_rank {
-                groups_tie = true;
+                best_groups |= 1 << group;
             }
         }
-        let best_group = best_group?;
 
         // Groups tie on their rank only by a 32-bit collision; then the node ranks decide across them.
-        let mut best: Option<(u64, usize, usize, usize)> = None;
-        let mut consider = |group: usize| {
-            for (slot, &(node_key, node)) in self.groups[group].iter().enumerate() {
-                let candidate = (hash::node_rank(node_key, address_key), node, group, slot);
-                if best.is_none_or(|best| candidate < best) {
-                    best = Some(candidate);
-                }
+        // Rank and node index are packed into one number so that a plain `min` picks the winner without
+        // a branch per member, which mispredicted whenever a new best turned up.
+        let mut best = u128::MAX;
+        let mut groups = best_groups;
+        while groups != 0 {
+            let group = groups.trailing_zeros() as usize;
+            groups &= groups - 1;
+            for &(node_key, node) in &self.groups[group] {
+                best = best.min((u128::from(hash::node_rank(node_key, address_key)) << 64) | node as u128);
             }
-        };
-        if groups_tie {
-            self.occupied
-                .iter()
-                .filter(|&&group| hash::group_rank(group, address_key) == best_rank)
-                .for_each(|&group| consider(group));
-        } else {
-            consider(best_group);
         }
+        if best == u128::MAX {
+            return None;
+        }
+        // The low half holds the node index, which always fits.
+        let node = best as usize;
 
-        let (_, node, group, slot) = best?;
-        self.groups[group].swap_remove(slot);
-        if self.groups[group].is_empty() {
-            self.occupied.retain(|&occupied| occupied != group);
+        let mut groups = best_groups;
+        while groups != 0 {
+            let group = groups.trailing_zeros() as usize;
+            groups &= groups - 1;
+            if let Some(slot) = self.groups[group].iter().position(|&(_, member)| member == node) {
+                self.groups[group].swap_remove(slot);
+                if self.groups[group].is_empty() {
+                    self.occupied &= !(1 << group);
+                }
+                break;
+            }
         }
         Some(node)
     }
