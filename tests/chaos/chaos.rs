@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use fechter_lab::Lab;
 
 use crate::act::{Executor, Tally};
-use crate::converge::{client_problems, describe, final_problem, membership_problem, settle, spread_problem};
+use fechter_lab::spread_problem;
+
+use crate::converge::{client_problems, describe, final_problem, membership_problem, settle};
 use crate::judge::{Figures, Violation};
 use crate::ledger::ExpectedPool;
 use crate::observe::{Model, Observer, Targets, lock};

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use fechter_lab::Lab;
+use fechter_lab::{Lab, spread_problem};
 
 use crate::ledger::ExpectedPool;
 
@@ -44,32 +44,6 @@ pub(crate) fn membership_problem(lab: &Lab) -> Result<Option<String>> {
         }
     }
     Ok(None)
-}
-
-/// Why `holdings` is not `pool` spread over the nodes in `holders`: every address on exactly one
-/// node, that node a holder, nothing else held anywhere, and the holders' loads within one.
-pub(crate) fn spread_problem(
-    holdings: &[BTreeSet<IpAddr>],
-    pool: &[IpAddr],
-    holders: &[usize],
-) -> Option<String> {
-    for &address in pool {
-        let on: Vec<usize> = (0..holdings.len()).filter(|&node| holdings[node].contains(&address)).collect();
-        if on.len() != 1 {
-            return Some(format!("{address} is on nodes {on:?}"));
-        }
-        if !holders.contains(&on[0]) {
-            return Some(format!("{address} is on n{}, which should hold nothing", on[0]));
-        }
-    }
-    for (node, held) in holdings.iter().enumerate() {
-        if let Some(stray) = held.iter().find(|address| !pool.contains(address)) {
-            return Some(format!("n{node} holds {stray}, which is not in the pool"));
-        }
-    }
-    let loads: Vec<usize> = holders.iter().map(|&node| holdings[node].len()).collect();
-    let (least, most) = (loads.iter().min()?, loads.iter().max()?);
-    (most - least > 1).then(|| format!("uneven loads {loads:?} on nodes {holders:?}"))
 }
 
 /// Why the cluster has not settled on the acknowledged pool: membership, every node's status
@@ -138,27 +112,4 @@ pub(crate) fn describe(holdings: &[BTreeSet<IpAddr>]) -> String {
         })
         .collect::<Vec<_>>()
         .join("  ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(addresses: &[u8]) -> BTreeSet<IpAddr> {
-        addresses.iter().map(|&last| IpAddr::from([198, 18, 0, last])).collect()
-    }
-
-    #[test]
-    fn spread_problem_names_each_kind_of_fault() {
-        let pool: Vec<IpAddr> = set(&[100, 101, 102]).into_iter().collect();
-        let good = vec![set(&[100]), set(&[101, 102]), set(&[])];
-        assert_eq!(spread_problem(&good, &pool, &[0, 1]), None);
-        assert!(spread_problem(&good, &pool, &[0, 1, 2]).unwrap().contains("uneven"));
-        assert!(spread_problem(&good, &pool, &[1, 2]).unwrap().contains("should hold nothing"));
-        let twice = vec![set(&[100]), set(&[100, 101, 102]), set(&[])];
-        assert!(spread_problem(&twice, &pool, &[0, 1]).unwrap().contains("on nodes [0, 1]"));
-        let stray = vec![set(&[100, 200]), set(&[101, 102]), set(&[])];
-        assert!(spread_problem(&stray, &pool, &[0, 1]).unwrap().contains("not in the pool"));
-        assert_eq!(describe(&good[..2]), "n0 {198.18.0.100}  n1 {198.18.0.101, 198.18.0.102}");
-    }
 }

@@ -17,8 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use fechter_lab::run_with_timeout;
-use serde_json::Value;
+use fechter_lab::read_held;
 
 use crate::judge::{Bounds, Figures, Judge, Sample, Violation};
 use crate::ledger::ExpectedPool;
@@ -26,9 +25,6 @@ use crate::world::World;
 
 /// How often the nodes are sampled.
 const SAMPLE_PERIOD: Duration = Duration::from_millis(100);
-
-/// How long one `ip` dump may take before the sample is dropped.
-const DUMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the harness has done so far: the faults applied and the pool acknowledged. The executor
 /// updates it; the observer reads it with every sample.
@@ -185,32 +181,4 @@ fn sample_loop(
         }
     }
     judge
-}
-
-/// The addresses on eth0 in namespace `ns` other than `primary` and link-local ones: what the
-/// node really holds, from a netlink dump.
-pub(crate) fn read_held(ns: &str, primary: Ipv4Addr) -> Result<BTreeSet<IpAddr>> {
-    let output = run_with_timeout(
-        Command::new("ip").args(["-j", "-n", ns, "addr", "show", "dev", "eth0"]),
-        None,
-        DUMP_TIMEOUT,
-    )?;
-    if !output.success() {
-        return Err(anyhow!("ip addr show in {ns} failed: {}", output.stderr.trim()));
-    }
-    let links: Value = serde_json::from_str(&output.stdout).context("ip -j addr printed no JSON")?;
-    let mut held = BTreeSet::new();
-    for info in
-        links.get(0).and_then(|link| link.get("addr_info")).and_then(Value::as_array).into_iter().flatten()
-    {
-        if info.get("scope").and_then(Value::as_str) == Some("link") {
-            continue;
-        }
-        let Some(local) = info.get("local").and_then(Value::as_str) else { continue };
-        let address: IpAddr = local.parse().with_context(|| format!("ip printed a bad address {local:?}"))?;
-        if address != IpAddr::V4(primary) {
-            held.insert(address);
-        }
-    }
-    Ok(held)
 }

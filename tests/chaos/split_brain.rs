@@ -17,7 +17,9 @@ use fechter_lab::Lab;
 
 use crate::act::Executor;
 use crate::chaos::Outcome;
-use crate::converge::{client_problems, describe, membership_problem, settle, spread_problem};
+use fechter_lab::spread_problem;
+
+use crate::converge::{client_problems, describe, membership_problem, settle};
 use crate::judge::Violation;
 use crate::ledger::ExpectedPool;
 use crate::observe::{Model, Observer, Targets, lock};

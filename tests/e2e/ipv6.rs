@@ -7,11 +7,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use fechter_lab::Lab;
+use fechter_lab::{Lab, spread_problem};
 
-use crate::common::{
-    CONVERGE, client_reaches_all, holder_of, scenario, spread_problem, start_all, wait_for_membership,
-};
+use crate::common::{CONVERGE, client_reaches_all, holder_of, scenario, start_all, wait_for_membership};
 
 /// How soon the client's neighbour entry must follow a moved address without traffic from it.
 const ANNOUNCE_WINDOW: Duration = Duration::from_secs(4);

@@ -14,11 +14,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use fechter_lab::{CommandOutput, GOSSIP_PORT, Lab, Status, run_with_timeout};
+use fechter_lab::{CommandOutput, GOSSIP_PORT, Lab, Status, run_with_timeout, spread_problem};
 
 use crate::common::{
-    CONVERGE, QUIET, add_pool, client_reaches_all, scenario, spread_problem, wait_for_spread,
-    wait_for_spread_ignoring, wait_for_status_agreement,
+    CONVERGE, QUIET, add_pool, client_reaches_all, scenario, wait_for_spread, wait_for_spread_ignoring,
+    wait_for_status_agreement,
 };
 use crate::garbage::{MAX_UDP_PAYLOAD, Noise, capture_gossip_datagram};
 

@@ -615,7 +615,7 @@ pub(crate) fn describe(holdings: &[BTreeSet<IpAddr>]) -> String {
 }
 
 /// The addresses on eth0 in namespace `ns` other than `primary` and IPv6 link-local ones.
-pub(crate) fn read_held(ns: &str, primary: Ipv4Addr) -> Result<BTreeSet<IpAddr>> {
+pub fn read_held(ns: &str, primary: Ipv4Addr) -> Result<BTreeSet<IpAddr>> {
     let output = ip(&["-j", "-n", ns, "addr", "show", "dev", "eth0"])?;
     let links: Value = serde_json::from_str(&output.stdout).context("ip -j addr printed no JSON")?;
     let mut held = BTreeSet::new();

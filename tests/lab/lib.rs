@@ -19,13 +19,15 @@ mod netns;
 mod process;
 mod report;
 mod sampler;
+mod spread;
 mod wait;
 
 pub use binaries::Binaries;
-pub use cluster::{GOSSIP_PORT, Lab};
+pub use cluster::{GOSSIP_PORT, Lab, read_held};
 pub use gate::{e2e_gate, effective_uid};
 pub use netns::sweep_stale_labs;
 pub use process::{CommandOutput, run_with_timeout};
 pub use report::{AddressStatus, Info, NodeInfo, Status};
 pub use sampler::{SampleLog, Sampler};
+pub use spread::spread_problem;
 pub use wait::wait_until;
