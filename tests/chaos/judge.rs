@@ -16,6 +16,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use fechter_lab::double_holdings;
+
 use crate::ledger::{Expectation, ExpectedPool};
 use crate::world::World;
 
@@ -245,24 +247,6 @@ impl Judge {
         self.figures.notes.sort();
         (self.violations, self.figures)
     }
-}
-
-/// The (address, lower node, higher node) triples that one palindrome-ordered read proves were on
-/// two nodes at once.
-pub(crate) fn double_holdings(reads: &[(usize, BTreeSet<IpAddr>)]) -> BTreeSet<(IpAddr, usize, usize)> {
-    let mut found = BTreeSet::new();
-    for (first, (node, held_first)) in reads.iter().enumerate() {
-        let Some(offset) = reads[first + 1..].iter().position(|(other, _)| other == node) else { continue };
-        let second = first + 1 + offset;
-        for address in held_first.intersection(&reads[second].1) {
-            for (other, held_between) in &reads[first + 1..second] {
-                if other != node && held_between.contains(address) {
-                    found.insert((*address, (*node).min(*other), (*node).max(*other)));
-                }
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -28,6 +28,6 @@ pub use gate::{e2e_gate, effective_uid};
 pub use netns::sweep_stale_labs;
 pub use process::{CommandOutput, run_with_timeout};
 pub use report::{AddressStatus, Info, NodeInfo, Status};
-pub use sampler::{SampleLog, Sampler};
+pub use sampler::{SampleLog, Sampler, double_holdings};
 pub use spread::spread_problem;
 pub use wait::wait_until;

@@ -92,6 +92,16 @@ impl Drop for Sampler {
 
 /// The addresses of one palindrome-ordered sample that were provably on two nodes at once.
 fn conflicts(reads: &[(usize, BTreeSet<IpAddr>)]) -> Vec<String> {
+    double_holdings(reads)
+        .into_iter()
+        .map(|(address, a, b)| format!("{address} on node {a} and node {b}"))
+        .collect()
+}
+
+/// The (address, lower node, higher node) triples that one palindrome-ordered read proves were on
+/// two nodes at once: a node had the address at both of its reads while another node had it in
+/// between, so a correct move between two reads never counts. The chaos run judges with it too.
+pub fn double_holdings(reads: &[(usize, BTreeSet<IpAddr>)]) -> BTreeSet<(IpAddr, usize, usize)> {
     let mut found = BTreeSet::new();
     for (first, (node, held_first)) in reads.iter().enumerate() {
         let Some(offset) = reads[first + 1..].iter().position(|(other, _)| other == node) else { continue };
@@ -104,7 +114,7 @@ fn conflicts(reads: &[(usize, BTreeSet<IpAddr>)]) -> Vec<String> {
             }
         }
     }
-    found.into_iter().map(|(address, a, b)| format!("{address} on node {a} and node {b}")).collect()
+    found
 }
 
 #[cfg(test)]
