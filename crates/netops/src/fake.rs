@@ -6,7 +6,8 @@
 //!
 //! - adding an address already present (anyone's) succeeds and changes nothing;
 //! - removing an absent address, or one on a missing interface, succeeds; removing an address
-//!   that is not fechter's fails with [`NetError::NotOwned`] and leaves it;
+//!   that is not fechter's fails with [`NetError::NotOwned`] and leaves it; a batch removal
+//!   applies these rules to each spec, with the same decision code as [`crate::LinuxNet`];
 //! - taking a link down removes its IPv6 addresses, as Linux does unless `keep_addr_on_down` is
 //!   set, and deleting a link removes all of its addresses;
 //! - announcing needs an existing interface that is up.
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::removal::{self, Found, Outcomes, Step};
 use crate::{
     AddressSpec, AnnounceConfig, EVENT_QUEUE_LEN, InstalledAddress, LinkState, Net, NetError, NetEvent,
     PingError, validate_unicast,
@@ -31,7 +33,8 @@ use crate::{
 pub enum FakeOp {
     /// [`Net::add_address`].
     AddAddress,
-    /// [`Net::remove_address`].
+    /// [`Net::remove_address`] and [`Net::remove_addresses`]. An injected failure fails every spec
+    /// of a batch and removes nothing, as a failed address dump would.
     RemoveAddress,
     /// [`Net::list_addresses`].
     ListAddresses,
@@ -253,18 +256,30 @@ impl Net for FakeNet {
     }
 
     async fn remove_address(&self, spec: &AddressSpec) -> Result<(), NetError> {
+        removal::only_outcome(self.remove_addresses(std::slice::from_ref(spec)).await)
+    }
+
+    async fn remove_addresses(&self, specs: &[AddressSpec]) -> Outcomes {
         let mut fake = self.lock();
-        fake.take_failure(FakeOp::RemoveAddress)?;
-        spec.validate()?;
-        match fake.addresses.get(spec) {
-            None => Ok(()),
-            Some(false) => Err(NetError::NotOwned(spec.clone())),
-            Some(true) => {
-                fake.addresses.remove(spec);
-                fake.emit(NetEvent::AddressRemoved(installed(spec, true)));
-                Ok(())
-            }
+        if let Err(error) = fake.take_failure(FakeOp::RemoveAddress) {
+            return specs.iter().map(|spec| (spec.clone(), Err(error.replicate()))).collect();
         }
+        let mut outcomes = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let step = removal::decide(spec, || {
+                Ok(fake.addresses.get(spec).map(|owned| Found { target: (), owned: *owned }))
+            });
+            let outcome = match step {
+                Step::Settled(outcome) => outcome,
+                Step::Delete(()) => {
+                    fake.addresses.remove(spec);
+                    fake.emit(NetEvent::AddressRemoved(installed(spec, true)));
+                    Ok(())
+                }
+            };
+            outcomes.push((spec.clone(), outcome));
+        }
+        outcomes
     }
 
     async fn list_addresses(&self) -> Result<Vec<InstalledAddress>, NetError> {
@@ -407,6 +422,75 @@ mod tests {
         let gone = AddressSpec::new("eth9", v4(10).address, 24);
         fake.remove_address(&gone).await.expect("missing interface");
         assert_eq!(fake.addresses(), vec![installed(&v4(20), false)]);
+    }
+
+    fn eth1(last: u8) -> AddressSpec {
+        AddressSpec::new("eth1", IpAddr::V4(Ipv4Addr::new(198, 18, 1, last)), 24)
+    }
+
+    #[tokio::test]
+    async fn batch_removal_applies_every_rule_to_each_spec() {
+        let fake = fake_with_eth0();
+        fake.add_interface("eth1", LinkState::UP);
+        for spec in [v4(10), v4(11), v6(10), eth1(10)] {
+            fake.add_address(&spec).await.expect("add");
+        }
+        fake.add_foreign_address(&v4(20)).expect("foreign");
+        fake.add_foreign_address(&v6(20)).expect("foreign");
+        let mut events = fake.subscribe().expect("subscribe");
+
+        let missing_interface = AddressSpec::new("eth9", v4(10).address, 24);
+        let invalid = AddressSpec::new("eth0", v4(12).address, 0);
+        let batch = [
+            v4(20),
+            v4(10),
+            missing_interface.clone(),
+            v6(10),
+            invalid.clone(),
+            v4(30),
+            eth1(10),
+            v6(20),
+            v4(11),
+            v4(10),
+        ];
+        let outcomes = fake.remove_addresses(&batch).await;
+        let specs: Vec<AddressSpec> = outcomes.iter().map(|(spec, _)| spec.clone()).collect();
+        assert_eq!(specs, batch, "one outcome per spec, in the order given");
+        for (spec, outcome) in &outcomes {
+            if *spec == v4(20) || *spec == v6(20) {
+                assert!(matches!(outcome, Err(NetError::NotOwned(refused)) if refused == spec), "{spec}");
+            } else if *spec == invalid {
+                assert!(matches!(outcome, Err(NetError::InvalidAddress(_))), "{spec}: {outcome:?}");
+            } else {
+                assert!(outcome.is_ok(), "{spec}: {outcome:?}");
+            }
+        }
+        assert_eq!(fake.addresses(), vec![installed(&v4(20), false), installed(&v6(20), false)]);
+        let removed: Vec<NetEvent> = [v4(10), v6(10), eth1(10), v4(11)]
+            .iter()
+            .map(|spec| NetEvent::AddressRemoved(installed(spec, true)))
+            .collect();
+        assert_eq!(drain(&mut events), removed, "one event per address actually removed");
+
+        assert!(fake.remove_addresses(&[]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_injected_removal_failure_fails_the_whole_batch() {
+        let fake = fake_with_eth0();
+        fake.add_address(&v4(10)).await.expect("add");
+        fake.add_address(&v4(11)).await.expect("add");
+        fake.fail_next(FakeOp::RemoveAddress, NetError::Io(std::io::Error::other("socket closed")));
+        let outcomes = fake.remove_addresses(&[v4(10), v4(11), v4(12)]).await;
+        assert_eq!(outcomes.len(), 3);
+        for (spec, outcome) in &outcomes {
+            assert!(matches!(outcome, Err(NetError::Io(_))), "{spec}: {outcome:?}");
+        }
+        assert_eq!(fake.address(&v4(10)), Some(true));
+        assert_eq!(fake.address(&v4(11)), Some(true));
+        let outcomes = fake.remove_addresses(&[v4(10), v4(11)]).await;
+        assert!(outcomes.iter().all(|(_, outcome)| outcome.is_ok()), "the failure fired once");
+        assert!(fake.addresses().is_empty());
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ pub mod fake;
 pub mod frames;
 mod linux;
 mod ping;
+mod removal;
 mod rtnl;
 mod watch;
 
@@ -243,6 +244,24 @@ pub enum NetError {
     Io(#[source] io::Error),
 }
 
+impl NetError {
+    /// An equal error for another operation the same failure stopped, such as every spec of a
+    /// batch whose address dump failed. An I/O error is copied as its kind and text, because
+    /// [`io::Error`] cannot be cloned.
+    pub(crate) fn replicate(&self) -> NetError {
+        match self {
+            NetError::NoSuchInterface(name) => NetError::NoSuchInterface(name.clone()),
+            NetError::PermissionDenied => NetError::PermissionDenied,
+            NetError::InvalidAddress(reason) => NetError::InvalidAddress(reason.clone()),
+            NetError::NotOwned(spec) => NetError::NotOwned(spec.clone()),
+            NetError::LinkDown(name) => NetError::LinkDown(name.clone()),
+            NetError::NoLinkLayerAddress(name) => NetError::NoLinkLayerAddress(name.clone()),
+            NetError::Netlink(reason) => NetError::Netlink(reason.clone()),
+            NetError::Io(error) => NetError::Io(io::Error::new(error.kind(), error.to_string())),
+        }
+    }
+}
+
 impl From<io::Error> for NetError {
     fn from(error: io::Error) -> Self {
         if error.kind() == io::ErrorKind::PermissionDenied {
@@ -292,6 +311,23 @@ pub trait Net: Send + Sync + 'static {
     /// address present without fechter's mark is left in place and reported as
     /// [`NetError::NotOwned`].
     fn remove_address(&self, spec: &AddressSpec) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Removes every spec of `specs`, each under the rules of [`Net::remove_address`]: an invalid
+    /// spec fails alone, an address already gone (or on a missing interface) is success, and an
+    /// address without fechter's mark stays in place and fails as [`NetError::NotOwned`] while
+    /// the others are still removed.
+    ///
+    /// This is the way to release many addresses at once: [`LinuxNet`] reads the interfaces'
+    /// addresses once for the whole batch and then sends the deletions without waiting for each
+    /// answer in turn, where one [`Net::remove_address`] per address reads them all every time.
+    ///
+    /// Returns one outcome per spec, in the order given (a spec given twice is answered twice).
+    /// A failure the whole batch shares, such as an address dump the kernel refused, is the
+    /// outcome of every spec it stopped.
+    fn remove_addresses(
+        &self,
+        specs: &[AddressSpec],
+    ) -> impl Future<Output = Vec<(AddressSpec, Result<(), NetError>)>> + Send;
 
     /// Every address on every interface, fechter's and the operator's, sorted.
     fn list_addresses(&self) -> impl Future<Output = Result<Vec<InstalledAddress>, NetError>> + Send;
@@ -377,6 +413,27 @@ mod tests {
         assert!(matches!(PingError::from(denied), PingError::PermissionDenied));
         let other = io::Error::from(io::ErrorKind::BrokenPipe);
         assert!(matches!(NetError::from(other), NetError::Io(_)));
+    }
+
+    #[test]
+    fn replicated_errors_keep_their_kind_and_text() {
+        let errors = [
+            NetError::NoSuchInterface("eth9".to_owned()),
+            NetError::PermissionDenied,
+            NetError::InvalidAddress("bad".to_owned()),
+            NetError::NotOwned(AddressSpec::new("eth0", v4("198.18.0.1"), 24)),
+            NetError::LinkDown("eth0".to_owned()),
+            NetError::NoLinkLayerAddress("lo".to_owned()),
+            NetError::Netlink("busy".to_owned()),
+            NetError::Io(io::Error::from(io::ErrorKind::BrokenPipe)),
+        ];
+        for error in errors {
+            let copy = error.replicate();
+            assert_eq!(copy.to_string(), error.to_string());
+            assert_eq!(std::mem::discriminant(&copy), std::mem::discriminant(&error));
+        }
+        let copy = NetError::Io(io::Error::from(io::ErrorKind::BrokenPipe)).replicate();
+        assert!(matches!(copy, NetError::Io(error) if error.kind() == io::ErrorKind::BrokenPipe));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! on a blocking thread the runtime spawned, and the ICMP sockets on the first ping. The daemon runs
 //! whole under `ip netns exec`, so all of them land in its namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::frames::{self, MacAddr};
 use crate::ping::{ReplySummary, SequenceCounter, check_reply};
+use crate::removal::{self, Found, Outcomes, Step};
 use crate::rtnl;
 use crate::watch::Watcher;
 use crate::{
@@ -44,6 +45,15 @@ const PACE_GAP: Duration = Duration::from_millis(1);
 const SEND_RETRIES: u32 = 50;
 /// How long one send may wait for room in the socket buffer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many address deletions may wait for their answers at once.
+///
+/// The kernel handles a deletion while it is being sent, so the gain of sending the next one
+/// before the answer is back is the round trip through the runtime, not kernel work: on a
+/// two-worker runtime 200 deletions took 5 to 7 ms this way against 8 to 10 ms one after the
+/// other. The bound is there because the kernel queues each answer on the socket and drops one
+/// that finds the receive buffer full, which would leave its request waiting forever: 64 answers
+/// of well under 100 bytes stay far below the default buffer of over 200 KiB.
+const DELETES_IN_FLIGHT: usize = 64;
 /// The payload of every echo request; it names the sender for whoever captures it.
 const PING_PAYLOAD: &[u8] = b"fechter gateway check";
 
@@ -118,12 +128,65 @@ impl LinuxNet {
         self.find_link(name).await?.ok_or_else(|| NetError::NoSuchInterface(name.to_owned()))
     }
 
-    async fn dump_addresses(&self, index: Option<u32>) -> Result<Vec<AddressMessage>, NetError> {
-        let mut request = self.inner.handle.address().get();
-        if let Some(index) = index {
-            request = request.set_link_index_filter(index);
+    /// Every address of the namespace. (The kernel dumps them all whatever the request names: the
+    /// connection does not ask for strict checking, and filtering here would save nothing.)
+    async fn dump_addresses(&self) -> Result<Vec<AddressMessage>, NetError> {
+        self.inner
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|error| rtnl::net_error(error, ""))
+    }
+
+    /// The index of each interface a valid spec of `specs` names, or `None` for one that does not
+    /// exist. Invalid specs are skipped: they fail without asking the kernel anything.
+    async fn link_indices<'a>(
+        &self,
+        specs: &'a [AddressSpec],
+    ) -> BTreeMap<&'a str, Result<Option<u32>, NetError>> {
+        let mut indices = BTreeMap::new();
+        for spec in specs.iter().filter(|spec| spec.validate().is_ok()) {
+            if !indices.contains_key(spec.interface.as_str()) {
+                let index =
+                    self.find_link(&spec.interface).await.map(|link| link.map(|link| link.header.index));
+                indices.insert(spec.interface.as_str(), index);
+            }
         }
-        request.execute().try_collect().await.map_err(|error| rtnl::net_error(error, ""))
+        indices
+    }
+
+    /// The addresses on the interfaces `indices`, from one dump, keyed by interface index, address
+    /// and prefix length.
+    async fn addresses_on(&self, indices: &BTreeSet<u32>) -> Result<AddressesByKey, NetError> {
+        let mut addresses = BTreeMap::new();
+        for message in self.dump_addresses().await? {
+            if !indices.contains(&message.header.index) {
+                continue;
+            }
+            if let Some(address) = rtnl::local_address(&message) {
+                addresses
+                    .entry((message.header.index, address, message.header.prefix_len))
+                    .or_insert(message);
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// Sends `deletions` with up to [`DELETES_IN_FLIGHT`] of them awaiting their answers at once;
+    /// returns each answer with the position it came with, in the order they arrived.
+    async fn delete_concurrently(
+        &self,
+        deletions: Vec<(usize, AddressMessage)>,
+    ) -> Vec<(usize, Result<(), rtnetlink::Error>)> {
+        let handle = &self.inner.handle;
+        futures::stream::iter(deletions)
+            .map(|(position, request)| async move { (position, handle.address().del(request).execute().await) })
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .collect()
+            .await
     }
 
     async fn ping_client(&self, gateway: IpAddr) -> Result<&Client, PingError> {
@@ -138,6 +201,29 @@ impl LinuxNet {
             Client::new(&config).map_err(PingError::from)
         })
         .await
+    }
+}
+
+/// The addresses of some interfaces, keyed by interface index, address and prefix length.
+type AddressesByKey = BTreeMap<(u32, IpAddr, u8), AddressMessage>;
+
+/// A deletion a batch decided on.
+struct Deletion {
+    /// The request that deletes the address found.
+    request: AddressMessage,
+    /// Whether the address is an IPv4 primary, which goes after the others (see
+    /// [`rtnl::is_ipv4_primary`]).
+    primary: bool,
+}
+
+/// The outcome of one deletion.
+fn deletion_outcome(answer: Result<(), rtnetlink::Error>, interface: &str) -> Result<(), NetError> {
+    match answer {
+        Ok(()) => Ok(()),
+        // Someone removed it between the dump and the delete, or it went with its primary or its
+        // interface: gone is what was asked for.
+        Err(error) if matches!(rtnl::errno(&error), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => Ok(()),
+        Err(error) => Err(rtnl::net_error(error, interface)),
     }
 }
 
@@ -164,27 +250,62 @@ impl Net for LinuxNet {
     }
 
     async fn remove_address(&self, spec: &AddressSpec) -> Result<(), NetError> {
-        spec.validate()?;
-        let Some(link) = self.find_link(&spec.interface).await? else {
-            // The interface is gone, and its addresses with it.
-            return Ok(());
-        };
-        let found = self.dump_addresses(Some(link.header.index)).await?.into_iter().find(|message| {
-            rtnl::local_address(message) == Some(spec.address) && message.header.prefix_len == spec.prefix_len
-        });
-        let Some(found) = found else {
-            return Ok(());
-        };
-        if !rtnl::is_owned(&found, &spec.interface) {
-            return Err(NetError::NotOwned(spec.clone()));
+        removal::only_outcome(self.remove_addresses(std::slice::from_ref(spec)).await)
+    }
+
+    async fn remove_addresses(&self, specs: &[AddressSpec]) -> Outcomes {
+        let links = self.link_indices(specs).await;
+        let existing: BTreeSet<u32> = links.values().filter_map(|index| *index.as_ref().ok()?).collect();
+        // One dump serves the whole batch, which is what makes it fast: a dump lists every address
+        // of the namespace, so one per spec made releasing many addresses quadratic.
+        let present =
+            if existing.is_empty() { Ok(BTreeMap::new()) } else { self.addresses_on(&existing).await };
+
+        let mut outcomes = Vec::with_capacity(specs.len());
+        let mut deletions = Vec::new();
+        for (position, spec) in specs.iter().enumerate() {
+            let step = removal::decide(spec, || {
+                let index = match links.get(spec.interface.as_str()) {
+                    Some(Ok(Some(index))) => *index,
+                    Some(Err(error)) => return Err(error.replicate()),
+                    // The interface is gone, and its addresses with it.
+                    Some(Ok(None)) | None => return Ok(None),
+                };
+                let present = present.as_ref().map_err(NetError::replicate)?;
+                Ok(present.get(&(index, spec.address, spec.prefix_len)).map(|message| Found {
+                    target: Deletion {
+                        request: rtnl::delete_request(message),
+                        primary: rtnl::is_ipv4_primary(message),
+                    },
+                    owned: rtnl::is_owned(message, &spec.interface),
+                }))
+            });
+            match step {
+                Step::Settled(outcome) => outcomes.push((spec.clone(), outcome)),
+                Step::Delete(deletion) => {
+                    // A placeholder, replaced by the kernel's answer below.
+                    outcomes.push((spec.clone(), Ok(())));
+                    deletions.push((position, deletion));
+                }
+            }
         }
-        let request = rtnl::delete_request(&found);
-        match self.inner.handle.address().del(request).execute().await {
-            Ok(()) => Ok(()),
-            // Someone removed it between the dump and the delete: gone is what was asked for.
-            Err(error) if matches!(rtnl::errno(&error), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => Ok(()),
-            Err(error) => Err(rtnl::net_error(error, &spec.interface)),
+
+        // IPv4 primaries go in a second round, once the secondaries of the batch are gone. Deleting
+        // a primary while secondaries of its subnet remain makes the kernel delete them behind the
+        // batch's back (`promote_secondaries` off) or promote one and rewrite its routes (on);
+        // deleting the secondaries first leaves the kernel none of that to do, either way.
+        let (primaries, others): (Vec<_>, Vec<_>) =
+            deletions.into_iter().partition(|(_, deletion)| deletion.primary);
+        for round in [others, primaries] {
+            let requests =
+                round.into_iter().map(|(position, deletion)| (position, deletion.request)).collect();
+            for (position, answer) in self.delete_concurrently(requests).await {
+                if let Some((spec, outcome)) = outcomes.get_mut(position) {
+                    *outcome = deletion_outcome(answer, &spec.interface);
+                }
+            }
         }
+        outcomes
     }
 
     async fn list_addresses(&self) -> Result<Vec<InstalledAddress>, NetError> {
@@ -194,7 +315,7 @@ impl Net for LinuxNet {
             .filter_map(|link| Some((link.header.index, rtnl::link_name(link)?.to_owned())))
             .collect();
         let mut addresses: Vec<InstalledAddress> = self
-            .dump_addresses(None)
+            .dump_addresses()
             .await?
             .iter()
             .filter_map(|message| {

@@ -68,6 +68,14 @@ pub(crate) fn mark_new_address(message: &mut AddressMessage, spec: &AddressSpec)
     }
 }
 
+/// Whether the message describes an IPv4 primary address, whose deletion takes the secondary
+/// addresses of its subnet with it (or, under `promote_secondaries`, promotes one of them and
+/// rewrites the routes), so a batch deletes those last.
+pub(crate) fn is_ipv4_primary(message: &AddressMessage) -> bool {
+    message.header.family == AddressFamily::Inet
+        && !message.header.flags.contains(AddressHeaderFlags::Secondary)
+}
+
 /// A minimal delete request for the address a dump returned: the same family, prefix, interface
 /// and addresses (and the IPv4 label, which the kernel then also matches), nothing else.
 pub(crate) fn delete_request(found: &AddressMessage) -> AddressMessage {
@@ -210,6 +218,17 @@ mod tests {
         assert!(
             !request.attributes.iter().any(|attribute| matches!(attribute, AddressAttribute::Protocol(_)))
         );
+    }
+
+    #[test]
+    fn only_ipv4_addresses_without_the_secondary_flag_are_primaries() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+        let mut primary = message(AddressFamily::Inet, v4, 24);
+        assert!(is_ipv4_primary(&primary));
+        primary.header.flags |= AddressHeaderFlags::Secondary;
+        assert!(!is_ipv4_primary(&primary));
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        assert!(!is_ipv4_primary(&message(AddressFamily::Inet6, v6, 64)));
     }
 
     #[test]

@@ -173,6 +173,94 @@ fn operator_addresses_are_listed_as_foreign_and_never_removed() {
     assert!(shown.contains("2001:db8:1::20/64"), "{shown}");
 }
 
+#[test]
+fn batch_removal_releases_a_thousand_addresses_and_spares_the_operators() {
+    let Some(lab) =
+        lab_or_skip("batch_removal_releases_a_thousand_addresses_and_spares_the_operators", &["a"])
+    else {
+        return;
+    };
+    one_link(&lab);
+    // The operator's addresses come first, so 198.18.16.1 is the primary of the /22 that fechter's
+    // addresses then join as secondaries; two more sit among fechter's, and one is IPv6.
+    let operator_v4 = ["198.18.16.1", "198.18.17.77", "198.18.19.200"];
+    for address in operator_v4 {
+        lab.must("a", &["address", "add", &format!("{address}/22"), "dev", "d0"]);
+    }
+    lab.must("a", &["address", "add", "2001:db8:7::5/64", "dev", "d0", "nodad"]);
+
+    lab.run_in("a", move || async move {
+        let net = LinuxNet::new().await.expect("netlink");
+        // 1 000 IPv4 addresses in 198.18.16.0/22, the operator's three among them.
+        let mut batch: Vec<AddressSpec> = (1..=1_000u16)
+            .map(|n| {
+                let [high, low] = n.to_be_bytes();
+                AddressSpec::new("d0", IpAddr::V4(Ipv4Addr::new(198, 18, 16 + high, low)), 22)
+            })
+            .collect();
+        batch.extend(
+            (1..=50).map(|n| {
+                AddressSpec::new("d0", IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 1, n)), 64)
+            }),
+        );
+        // On the other interface fechter's address is the primary of its subnet, given before its
+        // secondaries: the batch must still release every one of them.
+        batch.extend((1..=10).map(|n| AddressSpec::new("d1", IpAddr::V4(Ipv4Addr::new(198, 18, 30, n)), 24)));
+        for spec in &batch {
+            net.add_address(spec).await.expect("add");
+        }
+        let operator_v6 = AddressSpec::new("d0", ip("2001:db8:7::5"), 64);
+        let missing_interface = AddressSpec::new("nope0", ip("198.18.16.2"), 22);
+        let invalid = AddressSpec::new("d0", ip("198.18.16.3"), 0);
+        let never_installed = AddressSpec::new("d0", ip("198.18.31.1"), 24);
+        batch.extend([operator_v6.clone(), missing_interface, invalid.clone(), never_installed]);
+
+        let outcomes = net.remove_addresses(&batch).await;
+        let answered: Vec<AddressSpec> = outcomes.iter().map(|(spec, _)| spec.clone()).collect();
+        assert_eq!(answered, batch, "one outcome per spec, in the order given");
+        let is_operators = |spec: &AddressSpec| {
+            *spec == operator_v6 || operator_v4.iter().any(|address| spec.address == ip(address))
+        };
+        for (spec, outcome) in &outcomes {
+            if is_operators(spec) {
+                assert!(
+                    matches!(outcome, Err(NetError::NotOwned(refused)) if refused == spec),
+                    "{spec}: {outcome:?}"
+                );
+            } else if *spec == invalid {
+                assert!(matches!(outcome, Err(NetError::InvalidAddress(_))), "{spec}: {outcome:?}");
+            } else {
+                assert!(outcome.is_ok(), "{spec}: {outcome:?}");
+            }
+        }
+
+        let left: Vec<InstalledAddress> = net
+            .list_addresses()
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|installed| installed.interface != "lo" && !is_link_local(installed.address))
+            .collect();
+        let left_specs: Vec<AddressSpec> = left.iter().map(InstalledAddress::spec).collect();
+        let mut expected: Vec<AddressSpec> = operator_v4
+            .iter()
+            .map(|address| AddressSpec::new("d0", ip(address), 22))
+            .chain([operator_v6.clone()])
+            .collect();
+        expected.sort();
+        assert_eq!(left_specs, expected, "only the operator's addresses are left");
+        assert!(left.iter().all(|installed| !installed.owned));
+    });
+    let shown = lab.must("a", &["address", "show", "dev", "d0"]);
+    for address in ["198.18.16.1/22", "198.18.17.77/22", "198.18.19.200/22", "2001:db8:7::5/64"] {
+        assert!(shown.contains(address), "{address} is gone: {shown}");
+    }
+}
+
+fn is_link_local(address: IpAddr) -> bool {
+    matches!(address, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 const ANNOUNCER_MAC: &str = "02:fc:00:00:00:0a";
 const PEER_MAC: &str = "02:fc:00:00:00:0b";
 const STALE_MAC: &str = "02:00:00:00:00:99";
