@@ -8,19 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fechter_cli::proto::{Body, Command, ErrorKind, Outcome, Reply, StatusReport};
-use fechter_gossip::{Config, UdpTransport};
 use fechter_netops::fake::FakeNet;
-use fechter_netops::{AddressSpec, AnnounceConfig, LinkState};
+use fechter_netops::{AddressSpec, LinkState};
 use fechterd::control::ControlRequest;
-use fechterd::daemon::{Daemon, DaemonConfig, DaemonError, remove_stale_addresses};
+use fechterd::daemon::{DaemonConfig, DaemonError, remove_stale_addresses};
 use fechterd::persist::{Loaded, load_pool};
 use fechterd::pool::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
-const GOSSIP_INTERVAL: Duration = Duration::from_millis(40);
-const PATIENCE: Duration = Duration::from_secs(10);
+mod support;
+use support::{GOSSIP_INTERVAL, eventually, start_daemon};
 
 struct Node {
     id: String,
@@ -39,48 +38,27 @@ impl Node {
     async fn start_with(
         seeds: &[SocketAddr],
         state_dir: PathBuf,
-        tweak: impl FnOnce(&mut DaemonConfig),
+        configure: impl FnOnce(&mut DaemonConfig),
     ) -> Node {
-        let transport = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let address = transport.local_addr().unwrap();
-        let id = address.to_string();
-        let mut gossip_config = Config::new("test", id.clone(), 1, address);
-        gossip_config.seeds = seeds.to_vec();
-        gossip_config.gossip_interval = GOSSIP_INTERVAL;
         let net = FakeNet::new();
         net.add_interface("eth0", LinkState::UP);
         let pool = match load_pool(&state_dir, 0).unwrap() {
             Loaded::Pool(pool) => pool,
             _ => Pool::new(),
         };
-        let mut config = DaemonConfig {
-            node_id: id.clone(),
-            gateway: "192.0.2.1".parse().unwrap(),
-            state_dir,
-            admin_up: false,
-            quorum: 0,
-            settle_time: GOSSIP_INTERVAL * 10,
-            announce: AnnounceConfig { count: 1, interval: Duration::ZERO },
-            refresh_interval: None,
-            ping_interval: Duration::from_millis(30),
-            ping_timeout: Duration::from_millis(30),
-            reconcile_interval: Duration::from_millis(300),
-        };
-        tweak(&mut config);
-        let gossip = fechter_gossip::spawn(gossip_config, transport);
-        let daemon = Daemon::new(config, net.clone(), gossip, pool);
-        let (control, requests) = mpsc::channel(8);
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(daemon.run(requests, async move {
-            let _ = stop.await;
-        }));
-        Node { id, address, net, control, shutdown: Some(shutdown), task }
+        let started = start_daemon(seeds, &net, state_dir, pool, configure, |daemon| daemon).await;
+        Node {
+            id: started.address.to_string(),
+            address: started.address,
+            net,
+            control: started.control,
+            shutdown: Some(started.shutdown),
+            task: started.task,
+        }
     }
 
     async fn send(&self, command: Command) -> Reply {
-        let (reply, answer) = oneshot::channel();
-        self.control.send(ControlRequest { command, reply }).await.unwrap();
-        answer.await.unwrap()
+        support::send(&self.control, command).await
     }
 
     async fn ok(&self, command: Command) {
@@ -129,14 +107,6 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fechterd-cluster-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Samples every node's interfaces and records any address found on two nodes at once.

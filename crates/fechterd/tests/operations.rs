@@ -11,19 +11,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fechter_cli::proto::{Body, Command, Health, InfoReport, Outcome, Reply};
-use fechter_gossip::{Config, UdpTransport};
+use fechter_netops::LinkState;
 use fechter_netops::fake::FakeNet;
-use fechter_netops::{AnnounceConfig, LinkState};
 use fechterd::checks::{Check, ChecksConfig};
 use fechterd::control::ControlRequest;
-use fechterd::daemon::{Daemon, DaemonConfig, DaemonError};
+use fechterd::daemon::DaemonError;
 use fechterd::pool::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep};
 
-const GOSSIP_INTERVAL: Duration = Duration::from_millis(40);
-const PATIENCE: Duration = Duration::from_secs(15);
+mod support;
+use support::{eventually, start_daemon};
 
 struct Node {
     net: FakeNet,
@@ -35,44 +33,32 @@ struct Node {
 
 impl Node {
     async fn start(seeds: &[SocketAddr], name: &str, checks: ChecksConfig) -> Node {
-        let transport = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let address = transport.local_addr().unwrap();
-        let mut gossip_config = Config::new("test", address.to_string(), 1, address);
-        gossip_config.seeds = seeds.to_vec();
-        gossip_config.gossip_interval = GOSSIP_INTERVAL;
         let net = FakeNet::new();
         net.add_interface("eth0", LinkState::UP);
         net.add_interface("eth1", LinkState::UP);
         let state_dir: PathBuf =
             std::env::temp_dir().join(format!("fechterd-operations-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state_dir);
-        let config = DaemonConfig {
-            node_id: address.to_string(),
-            gateway: "192.0.2.1".parse().unwrap(),
+        let started = start_daemon(
+            seeds,
+            &net,
             state_dir,
-            admin_up: true,
-            quorum: 0,
-            settle_time: GOSSIP_INTERVAL * 10,
-            announce: AnnounceConfig { count: 1, interval: Duration::ZERO },
-            refresh_interval: None,
-            ping_interval: Duration::from_millis(30),
-            ping_timeout: Duration::from_millis(30),
-            reconcile_interval: Duration::from_millis(300),
-        };
-        let gossip = fechter_gossip::spawn(gossip_config, transport);
-        let daemon = Daemon::new(config, net.clone(), gossip, Pool::new()).with_checks(checks);
-        let (control, requests) = mpsc::channel(8);
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(daemon.run(requests, async move {
-            let _ = stop.await;
-        }));
-        Node { net, address, control, _shutdown: shutdown, _task: task }
+            Pool::new(),
+            |config| config.admin_up = true,
+            |daemon| daemon.with_checks(checks),
+        )
+        .await;
+        Node {
+            net,
+            address: started.address,
+            control: started.control,
+            _shutdown: started.shutdown,
+            _task: started.task,
+        }
     }
 
     async fn send(&self, command: Command) -> Reply {
-        let (reply, answer) = oneshot::channel();
-        self.control.send(ControlRequest { command, reply }).await.unwrap();
-        answer.await.unwrap()
+        support::send(&self.control, command).await
     }
 
     async fn info(&self) -> InfoReport {
@@ -89,14 +75,6 @@ impl Node {
             .filter(|installed| installed.owned && installed.interface == interface)
             .map(|installed| installed.address)
             .collect()
-    }
-}
-
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        sleep(Duration::from_millis(20)).await;
     }
 }
 
