@@ -113,6 +113,10 @@ pub struct Commit {
     pub term: u64,
     /// Grows with every decision within a term.
     pub seq: u64,
+    /// The author saw no live peer when it decided: the decision counts only for nodes that
+    /// follow nothing yet (see `leader::adopt`). Absent from older nodes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alone: bool,
 }
 
 /// One node's state as decoded from gossip.
@@ -324,7 +328,7 @@ mod tests {
             encode(&HeldRecord { interface: "eth0".into(), prefix_len: 32 }),
         );
         map.insert("assign:198.18.0.20".to_owned(), encode(&"10.0.0.1:4573"));
-        map.insert(COMMIT_KEY.to_owned(), encode(&Commit { term: 3, seq: 1 }));
+        map.insert(COMMIT_KEY.to_owned(), encode(&Commit { term: 3, seq: 1, alone: false }));
         let mut problems = Vec::new();
         let node = decode_node("10.0.0.1:4573", Liveness::Alive, Some(0.5), &map, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
@@ -333,7 +337,7 @@ mod tests {
         assert_eq!(node.pool[&address], record);
         assert_eq!(node.held[&address].interface, "eth0");
         assert_eq!(node.assign[&address], "10.0.0.1:4573");
-        assert_eq!(node.commit, Some(Commit { term: 3, seq: 1 }));
+        assert_eq!(node.commit, Some(Commit { term: 3, seq: 1, alone: false }));
     }
 
     #[test]

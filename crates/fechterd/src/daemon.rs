@@ -26,6 +26,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 use self::operations::Operations;
+use crate::acks::{Acknowledgements, MayHold};
 use crate::checks::CheckResult;
 use crate::cluster::{
     ASSIGN_PREFIX, Admin, COMMIT_KEY, Cluster, CommitRef, DecodeProblem, HELD_PREFIX, HeldRecord, NODE_KEY,
@@ -111,15 +112,29 @@ pub enum DaemonError {
 
 /// Removes every fechter-owned address on every interface: leftovers of an earlier run that
 /// crashed. Call it before joining the cluster. Returns how many were removed.
+/// Every removal is attempted; the first failure, if any, is returned after the others.
 pub async fn remove_stale_addresses<N: Net>(net: &N) -> Result<usize, NetError> {
+    let stale: Vec<AddressSpec> = net
+        .list_addresses()
+        .await?
+        .iter()
+        .filter(|installed| installed.owned)
+        .map(|installed| installed.spec())
+        .collect();
     let mut removed = 0;
-    for installed in net.list_addresses().await?.into_iter().filter(|installed| installed.owned) {
-        let spec = installed.spec();
-        net.remove_address(&spec).await?;
-        info!(address = %spec, "removed a stale address left by an earlier run");
-        removed += 1;
+    let mut first_error = None;
+    for (spec, outcome) in net.remove_addresses(&stale).await {
+        match outcome {
+            Ok(()) => {
+                info!(address = %spec, "removed a stale address left by an earlier run");
+                removed += 1;
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
     }
-    Ok(removed)
+    first_error.map_or(Ok(removed), Err)
 }
 
 /// One input of the event loop.
@@ -147,6 +162,10 @@ pub struct Daemon<N: Net> {
     clock: HybridClock,
     pool: Pool,
     applied: Option<Decision>,
+    /// Which peers stopped acknowledging the decisions followed here.
+    acks: Acknowledgements,
+    /// The peers found unresponsive at the last step, to log changes once.
+    unresponsive: BTreeSet<String>,
     /// The commit of the decision the last successful reconcile worked from.
     reconciled: Option<CommitRef>,
     admin: Admin,
@@ -176,6 +195,7 @@ impl<N: Net> Daemon<N> {
         }
         let admin = if config.admin_up { Admin::Up } else { Admin::Down };
         let view = gossip.watch();
+        let acks = Acknowledgements::new(ack_timeout(config.settle_time));
         Daemon {
             settling: Settling::new(
                 Instant::now(),
@@ -189,6 +209,8 @@ impl<N: Net> Daemon<N> {
             clock,
             pool,
             applied: None,
+            acks,
+            unresponsive: BTreeSet::new(),
             reconciled: None,
             admin,
             gateway: GatewayState::new(),
@@ -411,6 +433,9 @@ impl<N: Net> Daemon<N> {
         {
             debug!(term = commit.term, seq = commit.seq, author = %commit.author, "following a new assignment");
         }
+        self.acks.follow(self.applied.as_ref(), now);
+        let unresponsive = self.acks.unresponsive(&cluster, now);
+        self.log_responsiveness(&unresponsive);
         // In maintenance mode the leader decides nothing: the last decision stands.
         let decision = if self.maintenance.is_on() {
             None
@@ -422,10 +447,12 @@ impl<N: Net> Daemon<N> {
                 locally_eligible: eligible,
                 settled,
                 local_down_interfaces: &self.ops.down_interfaces,
+                unresponsive: &unresponsive,
             })
         };
         if let Some(decision) = decision {
             self.publish_decision(&cluster, decision).await;
+            self.acks.follow(self.applied.as_ref(), now);
         }
 
         self.reconcile(&cluster, eligible, settled, gate.membership_changed).await;
@@ -438,6 +465,18 @@ impl<N: Net> Daemon<N> {
             self.adopt_orphaned_maintenance(&cluster, &view).await;
         }
         self.record_metrics();
+    }
+
+    /// Logs the peers that became unresponsive or acknowledge again since the last step.
+    fn log_responsiveness(&mut self, unresponsive: &BTreeMap<String, MayHold>) {
+        let now: BTreeSet<String> = unresponsive.keys().cloned().collect();
+        for id in now.difference(&self.unresponsive) {
+            warn!(node = %id, timeout = ?ack_timeout(self.config.settle_time), "peer acknowledges no decision: it gets no new addresses and keeps what it may hold");
+        }
+        for id in self.unresponsive.difference(&now) {
+            info!(node = %id, "peer acknowledges decisions again");
+        }
+        self.unresponsive = now;
     }
 
     /// Decodes a gossip view, logging each newly seen bad key once.
@@ -596,6 +635,25 @@ impl<N: Net> Daemon<N> {
         self.applied = Some(decision);
     }
 
+    /// Removes `placements` from the interfaces in one batch: releasing a node's every address
+    /// costs one netlink dump, not one per address.
+    async fn release(&mut self, placements: &[Placement]) {
+        if placements.is_empty() {
+            return;
+        }
+        let specs: Vec<AddressSpec> = placements.iter().map(spec_of).collect();
+        let outcomes = self.net.remove_addresses(&specs).await;
+        for (placement, (_, outcome)) in placements.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    info!(address = %placement.address, interface = %placement.interface, "released");
+                    self.released(placement);
+                }
+                Err(error) => warn!(address = %placement.address, %error, "could not release"),
+            }
+        }
+    }
+
     /// Brings the interfaces in line with the followed assignment.
     ///
     /// `may_acquire`: settled and not holding. `reannounce_kept`: live membership changed, so
@@ -655,15 +713,7 @@ impl<N: Net> Daemon<N> {
             self.owned = owned;
             return;
         }
-        for placement in &plan.remove {
-            match self.net.remove_address(&spec_of(placement)).await {
-                Ok(()) => {
-                    info!(address = %placement.address, interface = %placement.interface, "released");
-                    self.released(placement);
-                }
-                Err(error) => warn!(address = %placement.address, %error, "could not release"),
-            }
-        }
+        self.release(&plan.remove).await;
         let mut added = Vec::new();
         for placement in &plan.add {
             match self.net.add_address(&spec_of(placement)).await {
@@ -949,15 +999,7 @@ impl<N: Net> Daemon<N> {
             warn!(%error, "could not list addresses; releasing the ones last seen");
             self.owned.clone()
         });
-        for placement in &owned {
-            match self.net.remove_address(&spec_of(placement)).await {
-                Ok(()) => {
-                    info!(address = %placement.address, interface = %placement.interface, "released");
-                    self.released(placement);
-                }
-                Err(error) => warn!(address = %placement.address, %error, "could not release"),
-            }
-        }
+        self.release(&owned).await;
         self.owned.clear();
         let view = Arc::clone(&self.view.borrow());
         let cluster = self.decode(&view);
@@ -971,7 +1013,7 @@ impl<N: Net> Daemon<N> {
 
 /// The writes that publish `decision` over the `assign:*` keys already `published`: the changed
 /// assignments, the removed ones, then the commit, which must come after every key it covers.
-fn decision_changes(published: &Assignment, decision: &Decision) -> Vec<KeyChange> {
+pub fn decision_changes(published: &Assignment, decision: &Decision) -> Vec<KeyChange> {
     let changed = decision
         .assignment
         .iter()
@@ -1047,6 +1089,15 @@ async fn sleep_until_optional(deadline: Option<Instant>) {
     }
 }
 
+/// How long a live peer may go without acknowledging a decision before the leader stops waiting
+/// for it (see [`crate::acks`]): one and a half settle times, 15 gossip intervals. Acknowledging
+/// takes a gossip exchange each way and one reconcile, so a working node answers within a few
+/// intervals even while it installs hundreds of addresses on a loaded machine; an address given
+/// to a node that went deaf is given to another node this long after.
+fn ack_timeout(settle_time: Duration) -> Duration {
+    settle_time * 3 / 2
+}
+
 /// The membership-settle time: [`MEMBERSHIP_SETTLE_INTERVALS`] gossip intervals, the settle time
 /// being [`SETTLE_INTERVALS`] of them.
 fn membership_settle(settle_time: Duration) -> Duration {
@@ -1113,6 +1164,7 @@ mod tests {
         let decision = Decision {
             commit: CommitRef { term: 2, seq: 5, author: "a".to_owned() },
             assignment: [(ip(1), "a".to_owned()), (ip(2), "a".to_owned()), (ip(4), "b".to_owned())].into(),
+            alone: false,
         };
         let changes = decision_changes(&published, &decision);
         assert_eq!(
@@ -1133,6 +1185,7 @@ mod tests {
         let decision = Decision {
             commit: CommitRef { term: 3, seq: 0, author: "b".to_owned() },
             assignment: (1..=200).map(|n| (ip(n), "b".to_owned())).collect(),
+            alone: false,
         };
         let changes = decision_changes(&Assignment::new(), &decision);
         assert_eq!(changes.len(), 201);

@@ -15,6 +15,12 @@
 //! newer decision moved it to. A dead node's addresses move in one decision. A leader that sees
 //! no eligible node decides nothing: the last decision stands until someone can hold addresses.
 //!
+//! Unresponsive nodes (see [`crate::acks`]): a live node that has not acknowledged a decision
+//! for the acknowledgement timeout gets no new addresses, keeps the ones it may hold (those it
+//! reports holding and those its last acknowledged decision gives it), and no longer holds up the
+//! move of any other address: it cannot acquire what it was never given. Once it acknowledges
+//! again it is an ordinary node.
+//!
 //! Link monitoring: a node publishes the pool interfaces it cannot use (missing, down or without
 //! carrier). The allocation is first computed over all eligible nodes, as if every link were up,
 //! so balance stays cluster-wide; then each interface group on which some eligible node's link is
@@ -28,6 +34,7 @@ use std::net::IpAddr;
 
 use fechter_alloc::{Assignment, PoolEntry, allocate};
 
+use crate::acks::MayHold;
 use crate::cluster::{Cluster, Commit, CommitRef, compare_ids};
 use crate::pool::Pool;
 
@@ -38,6 +45,8 @@ pub struct Decision {
     pub commit: CommitRef,
     /// Address to node id.
     pub assignment: Assignment,
+    /// Its author saw no live peer when it decided.
+    pub alone: bool,
 }
 
 /// The node that should lead: the live node with the lowest id.
@@ -45,24 +54,39 @@ pub fn leader(cluster: &Cluster) -> Option<&str> {
     cluster.live().map(|node| node.id.as_str()).min_by(|a, b| compare_ids(a, b))
 }
 
+/// Every decision published by a known node, alive or dead.
+fn published(cluster: &Cluster) -> impl Iterator<Item = Decision> {
+    cluster.nodes.values().filter_map(|node| {
+        let commit = node.commit?;
+        Some(Decision {
+            commit: CommitRef { term: commit.term, seq: commit.seq, author: node.id.clone() },
+            assignment: node.assign.clone(),
+            alone: commit.alone,
+        })
+    })
+}
+
 /// The greatest decision published by any known node, alive or dead.
 pub fn authoritative(cluster: &Cluster) -> Option<Decision> {
-    cluster
-        .nodes
-        .values()
-        .filter_map(|node| {
-            let commit = node.commit?;
-            Some(Decision {
-                commit: CommitRef { term: commit.term, seq: commit.seq, author: node.id.clone() },
-                assignment: node.assign.clone(),
-            })
-        })
-        .max_by(|a, b| a.commit.cmp(&b.commit))
+    published(cluster).max_by(|a, b| a.commit.cmp(&b.commit))
 }
 
 /// The decision to follow now: the authoritative one, unless it is older than what was applied.
+///
+/// A node that already follows a decision ignores the decisions other nodes made alone, while
+/// they saw no live peer: such a node may only be deaf (a one-way partition, a broken receive
+/// path), and its decision gives it every address. Following it would move the whole pool to the
+/// one node that cannot hear the cluster. The leader republishes under a term above it instead
+/// (see [`decide`]), which the lone node follows once it hears again.
 pub fn adopt(applied: Option<Decision>, cluster: &Cluster) -> Option<Decision> {
-    match (applied, authoritative(cluster)) {
+    let seen = if applied.is_some() {
+        published(cluster)
+            .filter(|decision| !decision.alone || decision.commit.author == cluster.me)
+            .max_by(|a, b| a.commit.cmp(&b.commit))
+    } else {
+        authoritative(cluster)
+    };
+    match (applied, seen) {
         (Some(applied), Some(seen)) if seen.commit < applied.commit => Some(applied),
         (applied, None) => applied,
         (_, Some(seen)) => Some(seen),
@@ -84,6 +108,8 @@ pub struct LeaderInput<'a> {
     pub settled: bool,
     /// The pool interfaces this node cannot use right now (its published status may lag).
     pub local_down_interfaces: &'a BTreeSet<String>,
+    /// The live peers that stopped acknowledging decisions, and what each may hold.
+    pub unresponsive: &'a BTreeMap<String, MayHold>,
 }
 
 /// The decision this node must publish, if it is the leader and the assignment must change.
@@ -104,6 +130,7 @@ pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
                 node.status.as_ref().is_some_and(|status| status.eligible)
             }
         })
+        .filter(|node| !input.unresponsive.contains_key(&node.id))
         .map(|node| node.id.clone())
         .collect();
     if eligible.is_empty() {
@@ -124,18 +151,29 @@ pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
             Some((id.as_str(), down))
         })
         .collect();
-    let allocation = allocate_with_links(&input.pool.entries(), &eligible, &down, &current);
+    let pinned = pinned_to_unresponsive(cluster, input.pool, base, input.unresponsive);
+    let entries: Vec<PoolEntry> =
+        input.pool.entries().into_iter().filter(|entry| !pinned.contains_key(&entry.address)).collect();
+    let mut allocation = allocate_with_links(&entries, &eligible, &down, &current);
+    allocation.extend(pinned);
     let assignment: Assignment = allocation
         .into_iter()
         .filter(|(address, target)| {
             base.get(address) == Some(target)
-                || released_everywhere_but(cluster, input.applied, *address, target)
+                || released_everywhere_but(cluster, input.applied, input.unresponsive, *address, target)
         })
         .collect();
 
+    let alone = cluster.live().count() == 1;
     let commit = match input.applied {
-        Some(decision) if decision.commit.author == cluster.me => {
-            if assignment == decision.assignment {
+        // A term above this leader's own, from a node that decided alone and that this node
+        // did not follow, is outranked before anything else, so that node follows again once
+        // it hears the cluster.
+        Some(decision)
+            if decision.commit.author == cluster.me
+                && decision.commit.term >= max_known_term(cluster, input.applied) =>
+        {
+            if assignment == decision.assignment && alone == decision.alone {
                 return None;
             }
             CommitRef { term: decision.commit.term, seq: decision.commit.seq + 1, author: cluster.me.clone() }
@@ -146,7 +184,7 @@ pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
             CommitRef { term: max_known_term(cluster, input.applied) + 1, seq: 0, author: cluster.me.clone() }
         }
     };
-    Some(Decision { commit, assignment })
+    Some(Decision { commit, assignment, alone })
 }
 
 /// How many rounds [`allocate_with_links`] runs at most to reach a result it would not change.
@@ -208,19 +246,61 @@ fn link_round(
     assignment
 }
 
-/// Whether `address` may go to `target`: every other live node has reconciled with `base`, does
-/// not report holding the address, and is not assigned it in `base` (unless `target` already
-/// holds it: the assignee then cannot acquire it, which keeps actual holders sticky after a
-/// partition heals).
+/// The addresses that stay with unresponsive nodes: every active one such a node reports holding,
+/// and every one `base` assigns to it that it may acquire without hearing the leader. When two
+/// unresponsive nodes report the same address, the lower id keeps it.
+fn pinned_to_unresponsive(
+    cluster: &Cluster,
+    pool: &Pool,
+    base: &Assignment,
+    unresponsive: &BTreeMap<String, MayHold>,
+) -> Assignment {
+    // A copy that a responsive node holds too stays where the decision has it: the unresponsive
+    // node may hold copies of everything (it decided alone), and pinning those would move the
+    // pool to it.
+    let held_by_responsive: BTreeSet<IpAddr> = cluster
+        .live()
+        .filter(|node| !unresponsive.contains_key(&node.id))
+        .flat_map(|node| node.held.keys().copied())
+        .collect();
+    let mut pinned = Assignment::new();
+    let mut ids: Vec<&String> = unresponsive.keys().collect();
+    ids.sort_by(|a, b| compare_ids(a, b));
+    for id in ids {
+        let Some(node) = cluster.nodes.get(id.as_str()) else {
+            continue;
+        };
+        let may_hold = &unresponsive[id];
+        let held = node.held.keys().copied().filter(|address| !held_by_responsive.contains(address));
+        let assigned = base
+            .iter()
+            .filter(|(address, holder)| *holder == id && may_hold.may_hold(**address))
+            .map(|(address, _)| *address);
+        for address in held.chain(assigned).filter(|address| pool.active(*address).is_some()) {
+            pinned.entry(address).or_insert_with(|| id.clone());
+        }
+    }
+    pinned
+}
+
+/// Whether `address` may go to `target`: every other live node does not report holding the
+/// address and, if it is responsive, has reconciled with `base` and is not assigned the address
+/// in it (unless `target` already holds it: the assignee then cannot acquire it, which keeps
+/// actual holders sticky after a partition heals). An unresponsive node only has to be unable to
+/// acquire the address without hearing the leader.
 fn released_everywhere_but(
     cluster: &Cluster,
     base: Option<&Decision>,
+    unresponsive: &BTreeMap<String, MayHold>,
     address: IpAddr,
     target: &str,
 ) -> bool {
     let target_holds =
         cluster.nodes.get(target).is_some_and(|node| node.is_live() && node.held.contains_key(&address));
     cluster.live().filter(|node| node.id != target).all(|node| {
+        if let Some(may_hold) = unresponsive.get(&node.id) {
+            return !node.held.contains_key(&address) && !may_hold.may_hold(address);
+        }
         let assigned_there = base.is_some_and(|decision| decision.assignment.get(&address) == Some(&node.id));
         let caught_up = base.is_none_or(|decision| {
             node.status
@@ -272,7 +352,7 @@ fn max_known_term(cluster: &Cluster, applied: Option<&Decision>) -> u64 {
 
 /// The commit value to publish for a decision.
 pub fn commit_value(decision: &Decision) -> Commit {
-    Commit { term: decision.commit.term, seq: decision.commit.seq }
+    Commit { term: decision.commit.term, seq: decision.commit.seq, alone: decision.alone }
 }
 
 #[cfg(test)]
@@ -327,6 +407,7 @@ mod tests {
     }
 
     const NO_DOWN_INTERFACES: &BTreeSet<String> = &BTreeSet::new();
+    const NOBODY_UNRESPONSIVE: &BTreeMap<String, MayHold> = &BTreeMap::new();
 
     fn input<'a>(cluster: &'a Cluster, pool: &'a Pool, applied: Option<&'a Decision>) -> LeaderInput<'a> {
         LeaderInput {
@@ -336,6 +417,7 @@ mod tests {
             locally_eligible: true,
             settled: true,
             local_down_interfaces: NO_DOWN_INTERFACES,
+            unresponsive: NOBODY_UNRESPONSIVE,
         }
     }
 
@@ -434,7 +516,7 @@ mod tests {
     fn a_takeover_uses_a_term_above_every_known_one_even_if_nothing_changes() {
         let pool = pool(2);
         let mut old_leader = node(A, Liveness::Dead, true);
-        old_leader.commit = Some(Commit { term: 4, seq: 2 });
+        old_leader.commit = Some(Commit { term: 4, seq: 2, alone: false });
         old_leader.assign = BTreeMap::from([(ip(1), B.to_owned()), (ip(2), C.to_owned())]);
         let mut c = node(C, Liveness::Alive, true);
         c.status.as_mut().unwrap().applied = Some(CommitRef { term: 7, seq: 0, author: C.into() });
@@ -449,19 +531,59 @@ mod tests {
     #[test]
     fn an_older_commit_is_never_adopted_after_a_newer_one() {
         let mut b = node(B, Liveness::Alive, true);
-        b.commit = Some(Commit { term: 2, seq: 0 });
+        b.commit = Some(Commit { term: 2, seq: 0, alone: false });
         b.assign = BTreeMap::from([(ip(1), B.to_owned())]);
         let view = cluster(C, vec![b, node(C, Liveness::Alive, true)]);
         let newer = Decision {
             commit: CommitRef { term: 3, seq: 0, author: A.into() },
             assignment: BTreeMap::from([(ip(1), C.to_owned())]),
+            alone: false,
         };
         assert_eq!(adopt(Some(newer.clone()), &view), Some(newer));
         let older = Decision {
             commit: CommitRef { term: 1, seq: 9, author: A.into() },
             assignment: Assignment::new(),
+            alone: false,
         };
         assert_eq!(adopt(Some(older), &view).unwrap().commit.author, B);
+    }
+
+    #[test]
+    fn a_decision_made_alone_binds_only_nodes_that_follow_nothing() {
+        let ours = Decision {
+            commit: CommitRef { term: 3, seq: 4, author: A.into() },
+            assignment: BTreeMap::from([(ip(1), A.to_owned()), (ip(2), B.to_owned())]),
+            alone: false,
+        };
+        // C went deaf, saw everyone die and gave itself everything under a higher term.
+        let mut deaf = node(C, Liveness::Alive, true);
+        deaf.commit = Some(Commit { term: 4, seq: 0, alone: true });
+        deaf.assign = BTreeMap::from([(ip(1), C.to_owned()), (ip(2), C.to_owned())]);
+        let view = cluster(B, vec![node(A, Liveness::Alive, true), node(B, Liveness::Alive, true), deaf]);
+        assert_eq!(adopt(Some(ours.clone()), &view), Some(ours.clone()));
+        assert_eq!(adopt(None, &view).unwrap().commit.author, C, "a new node starts from it");
+
+        // The leader outranks it at once, with nothing changed, so C follows once it hears.
+        let mut view = view;
+        view.me = A.into();
+        let pool = pool(2);
+        let outranked = decide(input(&view, &pool, Some(&ours))).unwrap();
+        assert_eq!(outranked.commit, CommitRef { term: 5, seq: 0, author: A.into() });
+        assert_eq!(outranked.assignment, ours.assignment);
+        assert!(!outranked.alone);
+    }
+
+    #[test]
+    fn a_lone_leader_marks_its_decision_and_clears_the_mark_when_peers_return() {
+        let pool = pool(2);
+        let mut view = cluster(A, vec![node(A, Liveness::Alive, true), node(B, Liveness::Dead, true)]);
+        let lone = decide(input(&view, &pool, None)).unwrap();
+        assert!(lone.alone);
+        view.nodes.get_mut(B).unwrap().liveness = Liveness::Alive;
+        view.nodes.get_mut(B).unwrap().status.as_mut().unwrap().eligible = false;
+        acknowledge(&mut view, &lone);
+        let again = decide(input(&view, &pool, Some(&lone))).expect("republished without the mark");
+        assert_eq!((again.commit.seq, again.assignment == lone.assignment, again.alone), (1, true, false));
     }
 
     #[test]
@@ -471,6 +593,7 @@ mod tests {
         let applied = Decision {
             commit: CommitRef { term: 5, seq: 0, author: A.into() },
             assignment: (1..=4).map(|n| (ip(n), A.to_owned())).collect(),
+            alone: false,
         };
         let mut b = node(B, Liveness::Alive, true);
         for n in [3, 4] {
@@ -504,6 +627,7 @@ mod tests {
         let base = Decision {
             commit: CommitRef { term: 1, seq: 3, author: A.into() },
             assignment: BTreeMap::from([(ip(2), A.to_owned())]),
+            alone: false,
         };
         acknowledge(&mut view, &base);
         view.nodes
@@ -515,6 +639,100 @@ mod tests {
         view.nodes.get_mut(B).unwrap().held.clear();
         let moved = decide(input(&view, &pool, Some(&base))).unwrap();
         assert_eq!(moved.assignment[&ip(1)], A);
+    }
+
+    /// B acknowledged `first` (holding .2) and then went deaf; a third address was added since.
+    fn deaf_b_after_an_add() -> (Cluster, Pool, Decision) {
+        let pool = pool(3);
+        let mut view = cluster(
+            A,
+            vec![
+                node(A, Liveness::Alive, true),
+                node(B, Liveness::Alive, true),
+                node(C, Liveness::Alive, true),
+            ],
+        );
+        let first = Decision {
+            commit: CommitRef { term: 1, seq: 0, author: A.into() },
+            assignment: BTreeMap::from([(ip(1), A.to_owned()), (ip(2), B.to_owned())]),
+            alone: false,
+        };
+        acknowledge(&mut view, &first);
+        view.nodes
+            .get_mut(B)
+            .unwrap()
+            .held
+            .insert(ip(2), HeldRecord { interface: "eth0".into(), prefix_len: 32 });
+        // The decision for .3 went to B, which never heard it.
+        let unheard = Decision {
+            commit: CommitRef { term: 1, seq: 1, author: A.into() },
+            assignment: BTreeMap::from([(ip(1), A.to_owned()), (ip(2), B.to_owned()), (ip(3), B.to_owned())]),
+            alone: false,
+        };
+        for id in [A, C] {
+            view.nodes.get_mut(id).unwrap().status.as_mut().unwrap().applied = Some(unheard.commit.clone());
+        }
+        (view, pool, unheard)
+    }
+
+    #[test]
+    fn a_deaf_node_keeps_what_it_holds_and_loses_what_it_never_heard_of() {
+        let (view, pool, unheard) = deaf_b_after_an_add();
+        // While B only lags, none of its addresses goes to anybody else: it may be about to
+        // acquire .3, and it holds .2.
+        let lagging = decide(input(&view, &pool, Some(&unheard))).expect("balance asks for a move");
+        assert!(lagging.assignment.iter().all(|(address, holder)| unheard.assignment[address] == *holder));
+
+        let unresponsive = BTreeMap::from([(B.to_owned(), MayHold::Known(BTreeSet::from([ip(2)])))]);
+        let next = decide(LeaderInput { unresponsive: &unresponsive, ..input(&view, &pool, Some(&unheard)) })
+            .expect("the unheard address moves");
+        assert_eq!(next.assignment[&ip(2)], B, "B keeps what it holds");
+        assert_eq!(next.assignment[&ip(3)], C, "the least-loaded responsive node gets .3");
+    }
+
+    #[test]
+    fn a_deaf_node_whose_last_decision_is_unknown_holds_its_assignments() {
+        let (view, pool, unheard) = deaf_b_after_an_add();
+        let unresponsive = BTreeMap::from([(B.to_owned(), MayHold::Unknown)]);
+        assert!(
+            decide(LeaderInput { unresponsive: &unresponsive, ..input(&view, &pool, Some(&unheard)) })
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn copies_an_unresponsive_node_holds_beside_responsive_holders_stay_put() {
+        let (mut view, pool, unheard) = deaf_b_after_an_add();
+        // B, deaf, also holds a copy of A's .1.
+        for id in [A, B] {
+            view.nodes
+                .get_mut(id)
+                .unwrap()
+                .held
+                .insert(ip(1), HeldRecord { interface: "eth0".into(), prefix_len: 32 });
+        }
+        let unresponsive = BTreeMap::from([(B.to_owned(), MayHold::Known(BTreeSet::from([ip(2)])))]);
+        let next = decide(LeaderInput { unresponsive: &unresponsive, ..input(&view, &pool, Some(&unheard)) })
+            .unwrap();
+        assert_eq!(next.assignment[&ip(1)], A);
+    }
+
+    #[test]
+    fn a_deaf_node_does_not_hold_up_a_dead_nodes_failover() {
+        let (mut view, pool, unheard) = deaf_b_after_an_add();
+        let unresponsive = BTreeMap::from([(B.to_owned(), MayHold::Known(BTreeSet::from([ip(2)])))]);
+        let moved =
+            decide(LeaderInput { unresponsive: &unresponsive, ..input(&view, &pool, Some(&unheard)) })
+                .unwrap();
+        acknowledge(&mut view, &moved);
+        let still_deaf = CommitRef { term: 1, seq: 0, author: A.into() };
+        view.nodes.get_mut(B).unwrap().status.as_mut().unwrap().applied = Some(still_deaf);
+        // C dies holding .3; A takes it at once although B never acknowledged anything since.
+        view.nodes.get_mut(C).unwrap().liveness = Liveness::Dead;
+        let after =
+            decide(LeaderInput { unresponsive: &unresponsive, ..input(&view, &pool, Some(&moved)) }).unwrap();
+        assert_eq!(after.assignment[&ip(3)], A);
+        assert_eq!(after.assignment[&ip(2)], B);
     }
 
     fn two_interface_pool() -> Pool {
@@ -599,7 +817,7 @@ mod tests {
     fn a_leader_that_sees_no_eligible_node_publishes_nothing() {
         let pool = pool(2);
         let mut majority_leader = node(B, Liveness::Dead, true);
-        majority_leader.commit = Some(Commit { term: 2, seq: 0 });
+        majority_leader.commit = Some(Commit { term: 2, seq: 0, alone: false });
         majority_leader.assign = BTreeMap::from([(ip(1), B.to_owned()), (ip(2), C.to_owned())]);
         let view =
             cluster(A, vec![node(A, Liveness::Alive, false), majority_leader, node(C, Liveness::Dead, true)]);

@@ -1,8 +1,9 @@
 //! The fechter daemon: gossip membership, leader allocation and address reconciliation.
 //!
-//! The pure core (`hlc`, `pool`, `cluster`, `leader`, `reconcile`, `gateway`, `settle`) takes time as an
-//! argument and returns decisions as data; `persist`, `control` and `daemon` do the IO.
+//! The pure core (`hlc`, `pool`, `cluster`, `leader`, `acks`, `reconcile`, `gateway`, `settle`) takes
+//! time as an argument and returns decisions as data; `persist`, `control` and `daemon` do the IO.
 
+pub mod acks;
 pub mod checks;
 pub mod cluster;
 pub mod config;
