@@ -10,16 +10,18 @@
 //! node has reconciled with the decision the leader builds on (its published `applied`), is not
 //! assigned the address in it, and no longer reports holding it. Otherwise the address is first
 //! published unassigned, and given to its new node in a later decision, after the old holder has
-//! acknowledged and released it. Without this, a node that just acquired an address under an
-//! older decision, before its `held:*` key reached anyone, could hold it together with the node a
-//! newer decision moved it to. A dead node's addresses move in one decision. A leader that sees
-//! no eligible node decides nothing: the last decision stands until someone can hold addresses.
+//! acknowledged and released it; while some third node still has to catch up, the address stays
+//! with its old holder instead, since unassigning it then would only take it off the air. Without
+//! the fence, a node that just acquired an address under an older decision, before its `held:*`
+//! key reached anyone, could hold it together with the node a newer decision moved it to. A dead
+//! node's addresses move in one decision. A leader that sees no eligible node decides nothing: the
+//! last decision stands until someone can hold addresses.
 //!
 //! Unresponsive nodes (see [`crate::acks`]): a live node that has not acknowledged a decision
-//! for the acknowledgement timeout gets no new addresses, keeps the ones it may hold (those it
-//! reports holding and those its last acknowledged decision gives it), and no longer holds up the
-//! move of any other address: it cannot acquire what it was never given. Once it acknowledges
-//! again it is an ordinary node.
+//! for the acknowledgement timeout gets no new addresses, keeps the ones the decision gives it
+//! that it holds or may still acquire, and no longer holds up any move: it does not hear the
+//! decisions that would coordinate it, so whatever else it holds is a split brain's copy, released
+//! once it hears again. Once it acknowledges again it is an ordinary node.
 //!
 //! Link monitoring: a node publishes the pool interfaces it cannot use (missing, down or without
 //! carrier). The allocation is first computed over all eligible nodes, as if every link were up,
@@ -158,10 +160,7 @@ pub fn decide(input: LeaderInput<'_>) -> Option<Decision> {
     allocation.extend(pinned);
     let assignment: Assignment = allocation
         .into_iter()
-        .filter(|(address, target)| {
-            base.get(address) == Some(target)
-                || released_everywhere_but(cluster, input.applied, input.unresponsive, *address, target)
-        })
+        .filter_map(|(address, target)| fenced(cluster, input.applied, input.unresponsive, address, target))
         .collect();
 
     let alone = cluster.live().count() == 1;
@@ -246,70 +245,78 @@ fn link_round(
     assignment
 }
 
-/// The addresses that stay with unresponsive nodes: every active one such a node reports holding,
-/// and every one `base` assigns to it that it may acquire without hearing the leader. When two
-/// unresponsive nodes report the same address, the lower id keeps it.
+/// The addresses that stay with unresponsive nodes: those `base` gives such a node that it
+/// reports holding or may still acquire without hearing the leader.
 fn pinned_to_unresponsive(
     cluster: &Cluster,
     pool: &Pool,
     base: &Assignment,
     unresponsive: &BTreeMap<String, MayHold>,
 ) -> Assignment {
-    // A copy that a responsive node holds too stays where the decision has it: the unresponsive
-    // node may hold copies of everything (it decided alone), and pinning those would move the
-    // pool to it.
-    let held_by_responsive: BTreeSet<IpAddr> = cluster
-        .live()
-        .filter(|node| !unresponsive.contains_key(&node.id))
-        .flat_map(|node| node.held.keys().copied())
-        .collect();
-    let mut pinned = Assignment::new();
-    let mut ids: Vec<&String> = unresponsive.keys().collect();
-    ids.sort_by(|a, b| compare_ids(a, b));
-    for id in ids {
-        let Some(node) = cluster.nodes.get(id.as_str()) else {
-            continue;
-        };
-        let may_hold = &unresponsive[id];
-        let held = node.held.keys().copied().filter(|address| !held_by_responsive.contains(address));
-        let assigned = base
-            .iter()
-            .filter(|(address, holder)| *holder == id && may_hold.may_hold(**address))
-            .map(|(address, _)| *address);
-        for address in held.chain(assigned).filter(|address| pool.active(*address).is_some()) {
-            pinned.entry(address).or_insert_with(|| id.clone());
-        }
-    }
-    pinned
+    base.iter()
+        .filter(|(address, holder)| {
+            let Some(may_hold) = unresponsive.get(*holder) else {
+                return false;
+            };
+            let held = cluster.nodes.get(*holder).is_some_and(|node| node.held.contains_key(*address));
+            pool.active(**address).is_some() && (held || may_hold.may_hold(**address))
+        })
+        .map(|(address, holder)| (*address, holder.clone()))
+        .collect()
 }
 
-/// Whether `address` may go to `target`: every other live node does not report holding the
-/// address and, if it is responsive, has reconciled with `base` and is not assigned the address
-/// in it (unless `target` already holds it: the assignee then cannot acquire it, which keeps
-/// actual holders sticky after a partition heals). An unresponsive node only has to be unable to
-/// acquire the address without hearing the leader.
+/// Where the next decision puts `address`, which the allocation gives to `target`: there if it
+/// already is or the fence allows the move; unassigned if only the old holder is in the way (it
+/// releases, and the move completes once it has); otherwise still with its live old holder.
+fn fenced(
+    cluster: &Cluster,
+    base: Option<&Decision>,
+    unresponsive: &BTreeMap<String, MayHold>,
+    address: IpAddr,
+    target: String,
+) -> Option<(IpAddr, String)> {
+    let assigned = base.and_then(|decision| decision.assignment.get(&address));
+    if assigned == Some(&target)
+        || released_everywhere_but(cluster, base, unresponsive, address, &target, None)
+    {
+        return Some((address, target));
+    }
+    let old = assigned.filter(|old| cluster.is_live(old))?;
+    if released_everywhere_but(cluster, base, unresponsive, address, &target, Some(old)) {
+        return None;
+    }
+    Some((address, old.clone()))
+}
+
+/// Whether `address` may go to `target`: every other live node (but `except`) does not report
+/// holding the address, has reconciled with `base` and is not assigned the address in it (unless
+/// `target` already holds it: the assignee then cannot acquire it, which keeps actual holders
+/// sticky after a partition heals). Unresponsive nodes are not waited for.
 fn released_everywhere_but(
     cluster: &Cluster,
     base: Option<&Decision>,
     unresponsive: &BTreeMap<String, MayHold>,
     address: IpAddr,
     target: &str,
+    except: Option<&str>,
 ) -> bool {
     let target_holds =
         cluster.nodes.get(target).is_some_and(|node| node.is_live() && node.held.contains_key(&address));
-    cluster.live().filter(|node| node.id != target).all(|node| {
-        if let Some(may_hold) = unresponsive.get(&node.id) {
-            return !node.held.contains_key(&address) && !may_hold.may_hold(address);
-        }
-        let assigned_there = base.is_some_and(|decision| decision.assignment.get(&address) == Some(&node.id));
-        let caught_up = base.is_none_or(|decision| {
-            node.status
-                .as_ref()
-                .and_then(|status| status.applied.as_ref())
-                .is_some_and(|applied| *applied >= decision.commit)
-        });
-        caught_up && !node.held.contains_key(&address) && (!assigned_there || target_holds)
-    })
+    cluster
+        .live()
+        .filter(|node| node.id != target && Some(node.id.as_str()) != except)
+        .filter(|node| !unresponsive.contains_key(&node.id))
+        .all(|node| {
+            let assigned_there =
+                base.is_some_and(|decision| decision.assignment.get(&address) == Some(&node.id));
+            let caught_up = base.is_none_or(|decision| {
+                node.status
+                    .as_ref()
+                    .and_then(|status| status.applied.as_ref())
+                    .is_some_and(|applied| *applied >= decision.commit)
+            });
+            caught_up && !node.held.contains_key(&address) && (!assigned_there || target_holds)
+        })
 }
 
 /// The assignment the allocator starts from: the followed decision, corrected by what live nodes
@@ -605,6 +612,48 @@ mod tests {
         assert_eq!(decision.assignment[&ip(3)], B);
         assert_eq!(decision.assignment[&ip(4)], B);
         assert_eq!(decision.assignment[&ip(1)], A);
+    }
+
+    #[test]
+    fn a_move_waiting_for_a_lagging_third_node_leaves_the_address_with_its_holder() {
+        let pool = pool(2);
+        // C holds nothing and may get nothing, but must catch up before an address moves.
+        let mut view = cluster(
+            A,
+            vec![
+                node(A, Liveness::Alive, true),
+                node(B, Liveness::Alive, true),
+                node(C, Liveness::Alive, false),
+            ],
+        );
+        let base = Decision {
+            commit: CommitRef { term: 1, seq: 1, author: A.into() },
+            assignment: BTreeMap::from([(ip(1), B.to_owned()), (ip(2), B.to_owned())]),
+            alone: false,
+        };
+        acknowledge(&mut view, &base);
+        for n in [1, 2] {
+            view.nodes
+                .get_mut(B)
+                .unwrap()
+                .held
+                .insert(ip(n), HeldRecord { interface: "eth0".into(), prefix_len: 32 });
+        }
+        // C still works from an older decision: nothing is taken off B for a rebalance yet.
+        view.nodes.get_mut(C).unwrap().status.as_mut().unwrap().applied =
+            Some(CommitRef { term: 1, seq: 0, author: A.into() });
+        assert_eq!(decide(input(&view, &pool, Some(&base))), None);
+        // Once C has caught up, one address is published unassigned so that B releases it.
+        acknowledge(&mut view, &base);
+        let releasing = decide(input(&view, &pool, Some(&base))).unwrap();
+        assert_eq!(releasing.assignment.len(), 1);
+        assert!(releasing.assignment.values().all(|holder| holder == B));
+        // After B released it, A gets it.
+        acknowledge(&mut view, &releasing);
+        let released = (1..=2).map(ip).find(|address| !releasing.assignment.contains_key(address)).unwrap();
+        view.nodes.get_mut(B).unwrap().held.remove(&released);
+        let moved = decide(input(&view, &pool, Some(&releasing))).unwrap();
+        assert_eq!(moved.assignment[&released], A);
     }
 
     #[test]
