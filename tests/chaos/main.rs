@@ -1,10 +1,11 @@
 //! `fechter-chaos`: a seeded, reproducible chaos run over a namespace LAN of real fechterd nodes,
-//! with its invariants checked from outside, and the split-brain scenario.
+//! with its invariants checked from outside, and the split-brain and deaf-node scenarios.
 //!
 //! ```text
 //! fechter-chaos [--seed S] [--minutes M] [--nodes N] [--quorum Q]
 //!               [--conflict-bound-ms MS] [--outage-bound-ms MS] [--keep-logs DIR]
 //! fechter-chaos --scenario split-brain [--quorum 3]
+//! fechter-chaos --scenario deaf-node [--conflict-bound-ms MS] [--outage-bound-ms MS]
 //! ```
 //!
 //! The chaos run injects a fault or changes the pool every 2 to 6 s (kill -9, restart, cable
@@ -33,10 +34,19 @@
 //! It prints every step with its time, `faults injected: N` with per-kind counts, and
 //! `violations: N` with their details, and exits 1 if there were any. The schedule depends only on
 //! the seed and the options; the outcome's timings vary from run to run.
+//!
+//! The split-brain scenario (see `split_brain.rs`) cuts `{n0,n1} | {n2,n3,n4}` both ways with or
+//! without a majority quorum. The deaf-node scenario (see `deaf_node.rs`, five nodes, no quorum)
+//! makes n4 hear nobody while everyone still hears it: nothing may move for it, an address added
+//! meanwhile and the addresses of a node killed meanwhile must be served by the nodes that hear
+//! the leader within the outage bound, and after the heal the deaf node's extra copies must go
+//! within the double-holding bound before the cluster settles. Both watch the invariants (a) and
+//! (b) above throughout and report like the chaos run.
 
 mod act;
 mod chaos;
 mod converge;
+mod deaf_node;
 mod judge;
 mod ledger;
 mod observe;
@@ -66,6 +76,7 @@ pub(crate) fn say(line: &str) {
 enum Scenario {
     Chaos,
     SplitBrain,
+    DeafNode,
 }
 
 /// The options of a run.
@@ -93,7 +104,7 @@ impl Settings {
 }
 
 const USAGE: &str = "usage: fechter-chaos [--seed S] [--minutes M] [--nodes N] [--quorum Q] \
-[--conflict-bound-ms MS] [--outage-bound-ms MS] [--keep-logs DIR] [--scenario chaos|split-brain]";
+[--conflict-bound-ms MS] [--outage-bound-ms MS] [--keep-logs DIR] [--scenario chaos|split-brain|deaf-node]";
 
 /// Reads the command line (without the program name); `Ok(None)` means help was asked for.
 fn parse(args: &[String]) -> Result<Option<Settings>> {
@@ -137,7 +148,8 @@ fn parse(args: &[String]) -> Result<Option<Settings>> {
                 settings.scenario = match value.as_str() {
                     "chaos" => Scenario::Chaos,
                     "split-brain" => Scenario::SplitBrain,
-                    other => bail!("unknown scenario {other:?}: chaos or split-brain"),
+                    "deaf-node" => Scenario::DeafNode,
+                    other => bail!("unknown scenario {other:?}: chaos, split-brain or deaf-node"),
                 }
             }
             other => bail!("unknown option {other:?}\n{USAGE}"),
@@ -151,6 +163,10 @@ fn parse(args: &[String]) -> Result<Option<Settings>> {
     }
     if settings.scenario == Scenario::SplitBrain && settings.nodes != 5 {
         bail!("the split-brain scenario runs on exactly 5 nodes");
+    }
+    if settings.scenario == Scenario::DeafNode && (settings.nodes != deaf_node::NODES || settings.quorum != 0)
+    {
+        bail!("the deaf-node scenario runs on exactly {} nodes without a quorum", deaf_node::NODES);
     }
     Ok(Some(settings))
 }
@@ -172,6 +188,7 @@ fn main() -> ExitCode {
     let result = match settings.scenario {
         Scenario::Chaos => chaos::run(&settings, &mut lab),
         Scenario::SplitBrain => split_brain::run(&settings, &mut lab),
+        Scenario::DeafNode => deaf_node::run(&settings, &mut lab),
     };
     let failed = match &result {
         Ok(outcome) => {
@@ -270,6 +287,9 @@ mod tests {
         assert_eq!(settings.daemon_args(), vec!["--quorum", "3"]);
         assert_eq!(parse(&args("--help")).unwrap(), None);
         assert!(parse(&args("--scenario split-brain --nodes 4")).is_err());
+        assert!(parse(&args("--scenario deaf-node --nodes 4")).is_err());
+        assert!(parse(&args("--scenario deaf-node --quorum 3")).is_err());
+        assert_eq!(parse(&args("--scenario deaf-node")).unwrap().unwrap().scenario, Scenario::DeafNode);
         for bad in
             ["--seed", "--seed x", "--minutes 0", "--nodes 2", "--quorum 6", "--bogus 1", "--scenario x"]
         {

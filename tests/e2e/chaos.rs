@@ -1,4 +1,5 @@
-//! The short chaos run of issue 7, and the split-brain scenarios, through the `fechter-chaos` binary.
+//! The short chaos run of issue 7, the split-brain scenarios and the deaf-node scenario, through the
+//! `fechter-chaos` binary.
 //!
 //! The binary builds its own five-node lab, injects a seeded schedule of faults and checks the
 //! invariants from outside every 100 ms. In the suite it runs for one minute beside the other labs,
@@ -37,4 +38,9 @@ fn split_brain_with_quorum_leaves_the_minority_empty() {
         "split_brain_with_quorum_leaves_the_minority_empty",
         &["--scenario", "split-brain", "--quorum", "3"],
     );
+}
+
+#[test]
+fn a_deaf_node_neither_takes_the_pool_nor_holds_up_failover() {
+    run_chaos("a_deaf_node_neither_takes_the_pool_nor_holds_up_failover", &["--scenario", "deaf-node"]);
 }
