@@ -349,10 +349,9 @@ impl Net for LinuxNet {
             return Err(NetError::LinkDown(interface.to_owned()));
         }
         let mac = rtnl::link_mac(&link).ok_or_else(|| NetError::NoLinkLayerAddress(interface.to_owned()))?;
-        let frames = Arc::new(frames::announcement_frames(mac, addresses));
+        let first_round = frames::announcement_frames(mac, addresses);
         let target = datalink_interface(interface, link.header.index, mac);
 
-        let first_round = Arc::clone(&frames);
         let sender = tokio::task::spawn_blocking(move || {
             let mut sender = open_sender(&target)?;
             send_round(sender.as_mut(), &first_round, &target.name)?;
@@ -362,12 +361,16 @@ impl Net for LinuxNet {
         .map_err(|error| NetError::Io(io::Error::other(error.to_string())))??;
 
         if config.count > 1 {
-            tokio::spawn(repeat_rounds(
-                sender,
-                frames,
-                interface.to_owned(),
-                RoundTimes { started, rounds: config.count, interval: config.interval },
-            ));
+            let repeat = Repeat {
+                net: self.clone(),
+                interface: interface.to_owned(),
+                index: link.header.index,
+                mac,
+                addresses: addresses.to_vec(),
+            };
+            tokio::spawn(
+                repeat.run(sender, RoundTimes { started, rounds: config.count, interval: config.interval }),
+            );
         }
         Ok(())
     }
@@ -417,35 +420,59 @@ struct RoundTimes {
     interval: Duration,
 }
 
-async fn repeat_rounds(
-    mut sender: Box<dyn DataLinkSender>,
-    frames: Arc<Vec<Vec<u8>>>,
+/// The later rounds of one announcement, sent in the background.
+struct Repeat {
+    net: LinuxNet,
     interface: String,
-    times: RoundTimes,
-) {
-    for round in 1..times.rounds {
-        let due = times.interval.checked_mul(round).and_then(|offset| times.started.checked_add(offset));
-        let Some(due) = due else {
-            // An interval so long that the round would come after the end of time.
-            return;
-        };
-        tokio::time::sleep_until(due).await;
-        let round_frames = Arc::clone(&frames);
-        let name = interface.clone();
-        let sent = tokio::task::spawn_blocking(move || {
-            let result = send_round(sender.as_mut(), &round_frames, &name);
-            (sender, result)
-        })
-        .await;
-        match sent {
-            Ok((returned, Ok(()))) => sender = returned,
-            Ok((_, Err(error))) => {
-                tracing::warn!(%interface, %error, round, "announcement repeat failed; dropping the remaining rounds");
+    index: u32,
+    mac: MacAddr,
+    addresses: Vec<IpAddr>,
+}
+
+impl Repeat {
+    /// Sends the rounds after the first when they are due, each only for the addresses still on
+    /// the interface: an address released (or moved to another node) since must not be claimed
+    /// again, or neighbours would follow this node's late announcement away from its new holder.
+    async fn run(mut self, mut sender: Box<dyn DataLinkSender>, times: RoundTimes) {
+        for round in 1..times.rounds {
+            let due = times.interval.checked_mul(round).and_then(|offset| times.started.checked_add(offset));
+            let Some(due) = due else {
+                // An interval so long that the round would come after the end of time.
+                return;
+            };
+            tokio::time::sleep_until(due).await;
+            let installed: BTreeSet<IpAddr> = match self.net.dump_addresses().await {
+                Ok(messages) => messages
+                    .iter()
+                    .filter(|message| message.header.index == self.index)
+                    .filter_map(rtnl::local_address)
+                    .collect(),
+                Err(error) => {
+                    tracing::warn!(interface = %self.interface, %error, round, "cannot list addresses; dropping the remaining announcement rounds");
+                    return;
+                }
+            };
+            self.addresses.retain(|address| installed.contains(address));
+            if self.addresses.is_empty() {
                 return;
             }
-            Err(error) => {
-                tracing::warn!(%interface, %error, round, "announcement repeat did not finish");
-                return;
+            let round_frames = frames::announcement_frames(self.mac, &self.addresses);
+            let name = self.interface.clone();
+            let sent = tokio::task::spawn_blocking(move || {
+                let result = send_round(sender.as_mut(), &round_frames, &name);
+                (sender, result)
+            })
+            .await;
+            match sent {
+                Ok((returned, Ok(()))) => sender = returned,
+                Ok((_, Err(error))) => {
+                    tracing::warn!(interface = %self.interface, %error, round, "announcement repeat failed; dropping the remaining rounds");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(interface = %self.interface, %error, round, "announcement repeat did not finish");
+                    return;
+                }
             }
         }
     }

@@ -368,6 +368,43 @@ fn announcements_are_byte_correct_and_update_the_peer() {
     }
 }
 
+#[test]
+fn a_released_address_is_not_announced_again() {
+    let Some(lab) = lab_or_skip("a_released_address_is_not_announced_again", &["c", "d"]) else {
+        return;
+    };
+    lab.veth(("c", "vc", ANNOUNCER_MAC), ("d", "vd", PEER_MAC));
+    let kept = ip("198.18.3.10");
+    let released = ip("198.18.3.11");
+    let capture = lab.capture("d", "vd", Duration::from_millis(1500));
+    let interval = Duration::from_millis(300);
+    lab.run_in("c", move || async move {
+        let net = LinuxNet::new().await.expect("netlink");
+        for vip in [kept, released] {
+            net.add_address(&AddressSpec::new("vc", vip, 32)).await.expect("add");
+        }
+        net.announce("vc", &[kept, released], &AnnounceConfig { count: 3, interval })
+            .await
+            .expect("announce");
+        // Released (the address moved on) between the first and the second round.
+        tokio::time::sleep(interval / 2).await;
+        net.remove_address(&AddressSpec::new("vc", released, 32)).await.expect("remove");
+        tokio::time::sleep(interval * 2 + Duration::from_millis(300)).await;
+    });
+    let mac: MacAddr = ANNOUNCER_MAC.parse().expect("a MAC");
+    let mut requests: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for (_, frame) in &capture.frames() {
+        if let Some(arp) = frames::parse_arp(frame)
+            && arp.ethernet_source == mac
+            && arp.operation == 1
+        {
+            *requests.entry(IpAddr::V4(arp.sender_ip)).or_default() += 1;
+        }
+    }
+    assert_eq!(requests.get(&kept), Some(&3), "rounds for the kept address: {requests:?}");
+    assert_eq!(requests.get(&released), Some(&1), "rounds for the released address: {requests:?}");
+}
+
 fn ip_v6(text: &str) -> Ipv6Addr {
     text.parse().expect("a literal IPv6 address")
 }
