@@ -455,7 +455,14 @@ impl<N: Net> Daemon<N> {
             self.acks.follow(self.applied.as_ref(), now);
         }
 
-        self.reconcile(&cluster, eligible, settled, gate.membership_changed).await;
+        // A node that saw no peer and hears them again holds what its lone view gave it, most of
+        // it copies it is about to release: announcing those would pull neighbours away from the
+        // real holders just before the release, and nothing would pull them back. The same holds
+        // while it still follows a decision made alone.
+        let lone_view = gate.resettled.contains(&Resettle::IsolationEnded)
+            || self.applied.as_ref().is_some_and(|decision| decision.alone && !live_peers.is_empty());
+        let reannounce_kept = gate.membership_changed && !lone_view;
+        self.reconcile(&cluster, eligible, settled, reannounce_kept).await;
         self.publish_held(&cluster).await;
         self.publish_status(&cluster).await;
         // Housekeeping comes last, so that a failover's decision and acquisitions never wait

@@ -17,7 +17,8 @@
 //!
 //! Every change of live membership (a peer declared dead, one coming back, one leaving) is also
 //! reported, so the daemon announces what it holds again: neighbours that a brief holder elsewhere
-//! misdirected learn the right link-layer address at once.
+//! misdirected learn the right link-layer address at once. (Not at the end of an isolation: what a
+//! node took while it saw nobody is mostly copies it is about to release.)
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
