@@ -807,6 +807,7 @@ impl<N: Net> Daemon<N> {
             applied: self.reconciled.clone(),
             failing_checks,
             down_interfaces,
+            leader: self.leader.clone(),
         };
         let published = cluster.nodes.get(&self.config.node_id).and_then(|node| node.status.as_ref());
         if published != Some(&status) {
@@ -1101,7 +1102,7 @@ async fn sleep_until_optional(deadline: Option<Instant>) {
 /// takes a gossip exchange each way and one reconcile, so a working node answers within a few
 /// intervals even while it installs hundreds of addresses on a loaded machine; an address given
 /// to a node that went deaf is given to another node this long after.
-fn ack_timeout(settle_time: Duration) -> Duration {
+pub fn ack_timeout(settle_time: Duration) -> Duration {
     settle_time * 3 / 2
 }
 

@@ -386,6 +386,7 @@ mod tests {
             applied: None,
             failing_checks: Vec::new(),
             down_interfaces: BTreeSet::new(),
+            leader: None,
         });
         node
     }
