@@ -71,13 +71,13 @@ use anyhow::{Context as _, Result, bail};
 use fechter_alloc::Assignment;
 use fechter_cli::proto::Liveness;
 use fechter_gossip::sim::{SimConfig, Simulation, address, node_config};
-use fechter_gossip::{ClusterView, KeyChange};
+use fechter_gossip::{BURST_SPACING, ClusterView, KeyChange, burst_rounds};
 use fechterd::acks::Acknowledgements;
 use fechterd::cluster::{
     Admin, COMMIT_KEY, Cluster, Commit, CommitRef, HELD_PREFIX, HeldRecord, NODE_KEY, NodeState, NodeStatus,
     POOL_PREFIX, decode_node, encode,
 };
-use fechterd::daemon::{RECONCILE_INTERVAL, ack_timeout, decision_changes};
+use fechterd::daemon::{RECONCILE_INTERVAL, ack_timeout, decision_changes, held_changes, liveness_of};
 use fechterd::hlc::HybridClock;
 use fechterd::leader::{Decision, LeaderInput, adopt, commit_value, decide};
 use fechterd::options::SETTLE_INTERVALS;
@@ -88,12 +88,6 @@ use fechterd::reconcile::{Placement, ReconcileInput, plan};
 const LEADER: usize = 0;
 /// How far one simulation step advances; the gossip driver's burst spacing, so bursts keep their pace.
 const STEP: Duration = Duration::from_millis(5);
-/// The gossip driver's pause between the extra push rounds after a batch larger than a datagram.
-const BURST_SPACING: Duration = Duration::from_millis(5);
-/// The gossip driver's cap on the extra push rounds of one batch.
-const MAX_BURST_ROUNDS: usize = 256;
-/// The gossip driver's estimate of the bytes one change costs on top of its key and value.
-const CHANGE_OVERHEAD: usize = 16;
 /// The shortest time between two leader steps; see the module documentation.
 const LEADER_STEP_GAP: Duration = Duration::from_millis(100);
 /// The interface every pool address goes on.
@@ -784,39 +778,6 @@ fn decode(me: &str, view: &ClusterView) -> Result<Cluster> {
         bail!("{} published {} that does not decode: {}", problem.node, problem.key, problem.reason);
     }
     Ok(Cluster { me: me.to_owned(), nodes })
-}
-
-fn liveness_of(liveness: fechter_gossip::Liveness) -> Liveness {
-    match liveness {
-        fechter_gossip::Liveness::Alive => Liveness::Alive,
-        fechter_gossip::Liveness::Dead => Liveness::Dead,
-        fechter_gossip::Liveness::Left => Liveness::Left,
-    }
-}
-
-/// The daemon's writes that turn the `held:*` keys `published` into `desired`.
-fn held_changes(
-    published: &BTreeMap<IpAddr, HeldRecord>,
-    desired: &BTreeMap<IpAddr, HeldRecord>,
-) -> Vec<KeyChange> {
-    let changed = desired
-        .iter()
-        .filter(|(address, record)| published.get(*address) != Some(*record))
-        .map(|(address, record)| (format!("{HELD_PREFIX}{address}"), Some(encode(record))));
-    let removed = published
-        .keys()
-        .filter(|address| !desired.contains_key(address))
-        .map(|address| (format!("{HELD_PREFIX}{address}"), None));
-    changed.chain(removed).collect()
-}
-
-/// The gossip driver's count of extra push rounds for a batch: one per datagram it needs.
-fn burst_rounds(changes: &[KeyChange], budget: usize) -> usize {
-    let bytes: usize = changes
-        .iter()
-        .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len) + CHANGE_OVERHEAD)
-        .sum();
-    bytes.div_ceil(budget.max(1)).saturating_sub(1).min(MAX_BURST_ROUNDS)
 }
 
 /// Virtual times from the kill, filled in as they happen.

@@ -1036,7 +1036,7 @@ pub fn decision_changes(published: &Assignment, decision: &Decision) -> Vec<KeyC
 }
 
 /// The writes that turn the `held:*` keys `published` into `desired`.
-fn held_changes(
+pub fn held_changes(
     published: &BTreeMap<IpAddr, HeldRecord>,
     desired: &BTreeMap<IpAddr, HeldRecord>,
 ) -> Vec<KeyChange> {
@@ -1072,7 +1072,8 @@ fn admin_state(admin: Admin) -> AdminState {
     }
 }
 
-fn liveness_of(liveness: fechter_gossip::Liveness) -> Liveness {
+/// The control protocol's name for a gossip liveness.
+pub fn liveness_of(liveness: fechter_gossip::Liveness) -> Liveness {
     match liveness {
         fechter_gossip::Liveness::Alive => Liveness::Alive,
         fechter_gossip::Liveness::Dead => Liveness::Dead,

@@ -37,7 +37,7 @@ const COMMAND_QUEUE: usize = 64;
 /// The pause between the extra push rounds that follow a batch larger than one datagram; see
 /// [`burst_rounds`]. Longer than a LAN round trip, so that each round finds the peers' knowledge
 /// updated by the previous one and ships the next datagram's worth rather than the same one.
-const BURST_SPACING: Duration = Duration::from_millis(5);
+pub const BURST_SPACING: Duration = Duration::from_millis(5);
 
 /// The most extra push rounds one batch asks for, bounding the traffic of a huge batch; what
 /// does not fit goes out in the regular rounds.
@@ -309,7 +309,7 @@ impl Default for Burst {
 
 /// How many push rounds besides the immediate one it takes to ship `changes`, each round
 /// delivering at most one datagram of `budget` bytes to a peer.
-fn burst_rounds(changes: &[KeyChange], budget: usize) -> usize {
+pub fn burst_rounds(changes: &[KeyChange], budget: usize) -> usize {
     let bytes: usize = changes
         .iter()
         .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len) + CHANGE_OVERHEAD)

@@ -24,6 +24,8 @@ pub mod wire;
 
 pub use crate::config::Config;
 pub use crate::core::Gossip;
-pub use crate::driver::{GossipHandle, KeyChange, Transport, UdpTransport, spawn};
+pub use crate::driver::{
+    BURST_SPACING, GossipHandle, KeyChange, Transport, UdpTransport, burst_rounds, spawn,
+};
 pub use crate::types::{ClusterView, Event, Liveness, NodeId, NodeView, Outgoing, SetError, Stats};
 pub use crate::wire::{DecodedMessage, WireError, decode_datagram};
