@@ -50,7 +50,10 @@ const CHANGE_OVERHEAD: usize = 16;
 /// A datagram transport. `recv_from` must be cancel-safe: the driver polls it in a `select!`
 /// and drops it when a tick or command comes first.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends one datagram.
+    /// Sends one datagram, without waiting for buffer space: a datagram that cannot go out at
+    /// once is an error (and lost, which gossip repairs). Waiting would stall the whole driver,
+    /// ticks and failure detection included, behind one vanished peer: Linux charges the
+    /// datagrams queued for an unresolved neighbour to the socket's send buffer for seconds.
     fn send_to(&self, to: SocketAddr, datagram: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// Receives one datagram into `buf`, returning its length and sender.
     fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
@@ -84,7 +87,7 @@ impl UdpTransport {
 
 impl Transport for UdpTransport {
     async fn send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
-        self.socket.send_to(datagram, to).await.map(|_| ())
+        self.socket.try_send_to(datagram, to).map(|_| ())
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
