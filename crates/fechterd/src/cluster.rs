@@ -67,11 +67,6 @@ pub struct NodeStatus {
     /// none of their addresses. Absent from older nodes, which do not watch their links.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub down_interfaces: BTreeSet<String>,
-    /// The node it takes for the leader. A node that stops hearing the leader names another
-    /// (itself, when it hears nobody); one that only lags behind a large decision still names
-    /// the leader (see `acks`). Absent from older nodes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leader: Option<String>,
 }
 
 /// A commit and the node that wrote it, totally ordered: by term, then the lower author id
@@ -324,7 +319,6 @@ mod tests {
             applied: Some(CommitRef { term: 3, seq: 1, author: "10.0.0.1:4573".into() }),
             failing_checks: vec!["exec:true".into()],
             down_interfaces: BTreeSet::from(["eth1".to_owned()]),
-            leader: Some("10.0.0.1:4573".into()),
         };
         let mut map = BTreeMap::new();
         map.insert(NODE_KEY.to_owned(), encode(&status));

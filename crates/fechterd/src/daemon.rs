@@ -807,7 +807,6 @@ impl<N: Net> Daemon<N> {
             applied: self.reconciled.clone(),
             failing_checks,
             down_interfaces,
-            leader: self.leader.clone(),
         };
         let published = cluster.nodes.get(&self.config.node_id).and_then(|node| node.status.as_ref());
         if published != Some(&status) {

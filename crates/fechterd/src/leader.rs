@@ -386,7 +386,6 @@ mod tests {
             applied: None,
             failing_checks: Vec::new(),
             down_interfaces: BTreeSet::new(),
-            leader: None,
         });
         node
     }
