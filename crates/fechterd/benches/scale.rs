@@ -77,7 +77,9 @@ use fechterd::cluster::{
     Admin, COMMIT_KEY, Cluster, Commit, CommitRef, HELD_PREFIX, HeldRecord, NODE_KEY, NodeState, NodeStatus,
     POOL_PREFIX, decode_node, encode,
 };
-use fechterd::daemon::{RECONCILE_INTERVAL, ack_timeout, decision_changes, held_changes, liveness_of};
+use fechterd::daemon::{
+    RECONCILE_INTERVAL, ack_timeout, decision_changes, held_changes, held_records, liveness_of,
+};
 use fechterd::hlc::HybridClock;
 use fechterd::leader::{Decision, LeaderInput, adopt, commit_value, decide};
 use fechterd::options::SETTLE_INTERVALS;
@@ -644,16 +646,7 @@ impl Harness {
             self.acquired.insert(placement.address, (index, now));
         }
 
-        let desired: BTreeMap<IpAddr, HeldRecord> = node
-            .owned
-            .iter()
-            .map(|placement| {
-                (
-                    placement.address,
-                    HeldRecord { interface: placement.interface.clone(), prefix_len: placement.prefix_len },
-                )
-            })
-            .collect();
+        let desired = held_records(&node.owned);
         let held = held_changes(&node.published_held, &desired);
         node.published_held = desired;
         let status = NodeStatus {

@@ -782,16 +782,7 @@ impl<N: Net> Daemon<N> {
     async fn publish_held(&mut self, cluster: &Cluster) {
         let empty = BTreeMap::new();
         let published = cluster.nodes.get(&self.config.node_id).map_or(&empty, |node| &node.held);
-        let desired: BTreeMap<IpAddr, HeldRecord> = self
-            .owned
-            .iter()
-            .map(|placement| {
-                (
-                    placement.address,
-                    HeldRecord { interface: placement.interface.clone(), prefix_len: placement.prefix_len },
-                )
-            })
-            .collect();
+        let desired = held_records(&self.owned);
         // One batch for however many addresses reconcile just acquired or released.
         if let Err(error) = self.gossip.apply(held_changes(published, &desired)).await {
             warn!(%error, "could not publish the held addresses");
@@ -1032,6 +1023,19 @@ pub fn decision_changes(published: &Assignment, decision: &Decision) -> Vec<KeyC
         .map(|address| (format!("{ASSIGN_PREFIX}{address}"), None));
     let commit = (COMMIT_KEY.to_owned(), Some(encode(&commit_value(decision))));
     changed.chain(removed).chain(std::iter::once(commit)).collect()
+}
+
+/// The `held:*` records that describe `owned`.
+pub fn held_records(owned: &[Placement]) -> BTreeMap<IpAddr, HeldRecord> {
+    owned
+        .iter()
+        .map(|placement| {
+            (
+                placement.address,
+                HeldRecord { interface: placement.interface.clone(), prefix_len: placement.prefix_len },
+            )
+        })
+        .collect()
 }
 
 /// The writes that turn the `held:*` keys `published` into `desired`.
