@@ -78,7 +78,7 @@ use fechterd::cluster::{
     POOL_PREFIX, decode_node, encode,
 };
 use fechterd::daemon::{
-    RECONCILE_INTERVAL, ack_timeout, decision_changes, held_changes, held_records, liveness_of,
+    RECONCILE_INTERVAL, ack_timeout, decision_changes, decode_view, held_changes, held_records,
 };
 use fechterd::hlc::HybridClock;
 use fechterd::leader::{Decision, LeaderInput, adopt, commit_value, decide};
@@ -757,19 +757,11 @@ impl Harness {
 /// The daemon's `decode`: every node of the view, this one alive whatever the view says.
 fn decode(me: &str, view: &ClusterView) -> Result<Cluster> {
     let mut problems = Vec::new();
-    let mut nodes: BTreeMap<String, NodeState> = view
-        .nodes
-        .iter()
-        .map(|(name, node)| {
-            let liveness = if name == me { Liveness::Alive } else { liveness_of(node.liveness) };
-            (name.clone(), decode_node(name, liveness, node.phi, &node.keys, &mut problems))
-        })
-        .collect();
-    nodes.entry(me.to_owned()).or_insert_with(|| NodeState::empty(me, Liveness::Alive));
+    let cluster = decode_view(me, view, &mut problems);
     if let Some(problem) = problems.first() {
         bail!("{} published {} that does not decode: {}", problem.node, problem.key, problem.reason);
     }
-    Ok(Cluster { me: me.to_owned(), nodes })
+    Ok(cluster)
 }
 
 /// Virtual times from the kill, filled in as they happen.

@@ -488,23 +488,14 @@ impl<N: Net> Daemon<N> {
 
     /// Decodes a gossip view, logging each newly seen bad key once.
     fn decode(&mut self, view: &ClusterView) -> Cluster {
-        let me = self.config.node_id.as_str();
         let mut problems = Vec::new();
-        let mut nodes: BTreeMap<String, NodeState> = view
-            .nodes
-            .iter()
-            .map(|(name, node)| {
-                let liveness = if name == me { Liveness::Alive } else { liveness_of(node.liveness) };
-                (name.clone(), decode_node(name, liveness, node.phi, &node.keys, &mut problems))
-            })
-            .collect();
-        nodes.entry(me.to_owned()).or_insert_with(|| NodeState::empty(me, Liveness::Alive));
+        let cluster = decode_view(&self.config.node_id, view, &mut problems);
         let problems: BTreeSet<DecodeProblem> = problems.into_iter().collect();
         for problem in problems.difference(&self.reported_problems) {
             warn!(node = %problem.node, key = %problem.key, reason = %problem.reason, "ignoring a gossip key that does not decode");
         }
         self.reported_problems = problems;
-        Cluster { me: me.to_owned(), nodes }
+        cluster
     }
 
     /// Merges every node's pool records into the local pool and saves it when it changed.
@@ -1025,6 +1016,21 @@ pub fn decision_changes(published: &Assignment, decision: &Decision) -> Vec<KeyC
     changed.chain(removed).chain(std::iter::once(commit)).collect()
 }
 
+/// Decodes every node of a gossip view, `me` alive whatever the view says; keys that do not
+/// decode go to `problems`.
+pub fn decode_view(me: &str, view: &ClusterView, problems: &mut Vec<DecodeProblem>) -> Cluster {
+    let mut nodes: BTreeMap<String, NodeState> = view
+        .nodes
+        .iter()
+        .map(|(name, node)| {
+            let liveness = if name == me { Liveness::Alive } else { liveness_of(node.liveness) };
+            (name.clone(), decode_node(name, liveness, node.phi, &node.keys, problems))
+        })
+        .collect();
+    nodes.entry(me.to_owned()).or_insert_with(|| NodeState::empty(me, Liveness::Alive));
+    Cluster { me: me.to_owned(), nodes }
+}
+
 /// The `held:*` records that describe `owned`.
 pub fn held_records(owned: &[Placement]) -> BTreeMap<IpAddr, HeldRecord> {
     owned
@@ -1076,7 +1082,7 @@ fn admin_state(admin: Admin) -> AdminState {
 }
 
 /// The control protocol's name for a gossip liveness.
-pub fn liveness_of(liveness: fechter_gossip::Liveness) -> Liveness {
+fn liveness_of(liveness: fechter_gossip::Liveness) -> Liveness {
     match liveness {
         fechter_gossip::Liveness::Alive => Liveness::Alive,
         fechter_gossip::Liveness::Dead => Liveness::Dead,
