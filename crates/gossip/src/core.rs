@@ -874,20 +874,31 @@ impl Gossip {
 
     /// Records one heartbeat sighting; the second sighting since the node was learned or
     /// declared dead makes it alive.
+    ///
+    /// Only the gaps of the current life feed the detector. The first sighting of a learned or
+    /// dead node may be a stale heartbeat relayed by a peer, and the next one may come seconds
+    /// later, when the node is really back; that gap says nothing about how often heartbeats
+    /// arrive, and in the history it would keep phi low for seconds after the node's next
+    /// failure. So the history starts afresh, from the prior, at the sighting that makes the
+    /// node alive.
     fn heartbeat_seen(&mut self, name: &str, now: Instant) {
         let interval = self.expected_heartbeat_gap();
         let Some(record) = self.nodes.get_mut(name) else {
             return;
         };
-        if record.status == Status::Left {
-            return;
-        }
-        record.detector.record(now, interval);
-        record.sightings = record.sightings.saturating_add(1);
-        if matches!(record.status, Status::Pending | Status::Dead) && record.sightings >= 2 {
-            record.set_status(Status::Alive, now);
-            let id = record.id.clone();
-            self.push_event(Event::NodeAlive(id));
+        match record.status {
+            Status::Left => {}
+            Status::Alive => record.detector.record(now, interval),
+            Status::Pending | Status::Dead => {
+                record.sightings = record.sightings.saturating_add(1);
+                if record.sightings >= 2 {
+                    record.detector.clear();
+                    record.detector.record(now, interval);
+                    record.set_status(Status::Alive, now);
+                    let id = record.id.clone();
+                    self.push_event(Event::NodeAlive(id));
+                }
+            }
         }
     }
 

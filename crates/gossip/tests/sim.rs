@@ -425,3 +425,36 @@ fn a_keyed_cluster_converges_and_refuses_strangers_and_replays() {
     sim.inject(0, address(6), &datagram);
     assert_eq!(sim.node(0).stats().dropped_replay, replays + 1);
 }
+
+/// A peer that comes back after a long silence is judged on the heartbeats of its new life only.
+/// In a chaos run, an observer restarted while the victim's cable was out first learned the victim
+/// from others' digests; the victim's first fresh heartbeat, seconds later, went into the history
+/// as one long gap and kept phi low for about four seconds after the victim's next failure.
+#[test]
+fn a_peer_back_from_a_long_silence_is_declared_dead_as_fast_as_ever() {
+    let mut sim = cluster(5, SimConfig::new(43), |_| {});
+    join(&mut sim, Duration::from_secs(10));
+    // Node 0 is cut off long enough to be declared dead; node 1 restarts meanwhile and learns
+    // node 0 only from the others' digests.
+    sim.partition(&[0], &[1, 2, 3, 4]);
+    sim.run_for(Duration::from_secs(3));
+    sim.restart(1, node_config(1, 2));
+    sim.run_for(Duration::from_secs(5));
+    sim.heal();
+    let back = sim.run_until(Duration::from_secs(5), fully_joined);
+    assert!(back.is_some(), "node 0 did not come back");
+    sim.run_for(Duration::from_secs(3));
+    let killed_at = sim.elapsed();
+    sim.kill(0);
+    sim.run_for(Duration::from_secs(3));
+    for observer in 1..5 {
+        let at = sim
+            .events(observer)
+            .iter()
+            .filter(|(at, _)| *at >= killed_at)
+            .find_map(|(at, event)| matches!(event, Event::NodeDead(id) if id.name == name(0)).then_some(*at))
+            .unwrap_or_else(|| panic!("node {observer} never declared node 0 dead"));
+        let detection = at - killed_at;
+        assert!(detection <= Duration::from_millis(600), "node {observer} took {detection:?}");
+    }
+}
