@@ -102,6 +102,32 @@ impl PhiDetector {
         let std_dev = self.variance().sqrt().max(tolerance.min_std_dev.as_secs_f64()).max(1e-6);
         Some(phi_of(elapsed, mean + pause, std_dev))
     }
+
+    /// How long after the last arrival phi exceeds `threshold`: the silence this history
+    /// tolerates before its peer is declared dead. `None` without history.
+    pub(crate) fn tolerated_silence(&self, threshold: f64, tolerance: &Tolerance) -> Option<Duration> {
+        self.last_arrival?;
+        let pause = tolerance.acceptable_pause.as_secs_f64();
+        let mean = self.mean.max(tolerance.min_mean.as_secs_f64()).max(1e-6);
+        let seconds = if tolerance.memoryless {
+            pause + threshold.max(0.0) * mean * std::f64::consts::LN_10
+        } else {
+            // Phi grows monotonically with the silence, so bisection finds the crossing; the
+            // bracket reaches far beyond any threshold a configuration would use.
+            let std_dev = self.variance().sqrt().max(tolerance.min_std_dev.as_secs_f64()).max(1e-6);
+            let (mut low, mut high) = (-64.0_f64, 64.0_f64);
+            for _ in 0..64 {
+                let middle = (low + high) / 2.0;
+                if phi_of(mean + pause + middle * std_dev, mean + pause, std_dev) > threshold {
+                    high = middle;
+                } else {
+                    low = middle;
+                }
+            }
+            mean + pause + high * std_dev
+        };
+        Some(Duration::from_secs_f64(seconds.max(0.0)))
+    }
 }
 
 /// How lenient the detector is, from the configuration.
@@ -184,6 +210,25 @@ mod tests {
         assert!(detector.phi(now, &normal()).is_some());
         detector.clear();
         assert_eq!(detector.phi(now, &normal()), None);
+    }
+
+    #[test]
+    fn the_tolerated_silence_is_where_phi_crosses_the_threshold() {
+        let interval = Duration::from_millis(100);
+        let (detector, last) = regular(50, interval);
+        assert_eq!(PhiDetector::default().tolerated_silence(8.0, &normal()), None);
+        for (tolerance, expected) in [(normal(), 0.1 + 0.06 + 5.2 * 0.04), (memoryless(), 0.06 + 18.42 * 0.1)]
+        {
+            let silence = detector.tolerated_silence(8.0, &tolerance).unwrap_or_default();
+            assert!((silence.as_secs_f64() - expected).abs() < 0.01, "{silence:?} vs {expected}");
+            let phi = |at: Duration| detector.phi(last + at, &tolerance).unwrap_or(f64::NAN);
+            assert!(phi(silence.saturating_sub(Duration::from_millis(1))) <= 8.0);
+            assert!(phi(silence + Duration::from_millis(1)) > 8.0);
+        }
+    }
+
+    fn memoryless() -> Tolerance {
+        Tolerance { memoryless: true, ..normal() }
     }
 
     #[test]

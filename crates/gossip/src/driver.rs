@@ -9,9 +9,10 @@
 //! Writes can be batched with [`GossipHandle::apply`]: one command, one push round and one new
 //! view for any number of keys. A caller that writes hundreds of keys at once (a leader's whole
 //! assignment) would otherwise pay a channel round trip, a push round to every peer and a fresh
-//! view of the whole cluster per key. A peer takes in one datagram of another node's changes per
-//! exchange, so a batch larger than a datagram is followed by a short burst of extra push rounds,
-//! one per datagram it needs, instead of trickling out over many gossip intervals.
+//! view of the whole cluster per key. A batch larger than a datagram is followed by a short burst
+//! of extra push rounds, one per datagram it needs, instead of trickling out over many gossip
+//! intervals. (That count errs on the generous side: an exchange carries up to
+//! `Config::max_delta_datagrams` datagrams of deltas to a peer that is far behind.)
 
 use std::future::Future;
 use std::io;

@@ -27,5 +27,5 @@ pub use crate::core::Gossip;
 pub use crate::driver::{
     BURST_SPACING, GossipHandle, KeyChange, Transport, UdpTransport, burst_rounds, spawn,
 };
-pub use crate::types::{ClusterView, Event, Liveness, NodeId, NodeView, Outgoing, SetError, Stats};
+pub use crate::types::{ClusterView, Event, Liveness, NodeId, NodeView, Outgoing, Reading, SetError, Stats};
 pub use crate::wire::{DecodedMessage, WireError, decode_datagram};

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bincode::{Decode, Encode};
 
@@ -44,6 +45,10 @@ pub struct NodeView {
     /// The current suspicion level; `None` for this node itself and for nodes without heartbeat
     /// history (never seen alive, or cleared when declared dead).
     pub phi: Option<f64>,
+    /// Whether the node hears this node, as [`crate::Gossip::hears_me`] judged it at the last
+    /// round: `Some(false)` for a peer whose datagrams arrive while this node's do not reach it
+    /// (a one-way partition); `None` for this node itself and without a fresh reading.
+    pub hears_me: Option<bool>,
     /// The node's live (non-deleted) keys.
     pub keys: BTreeMap<String, Vec<u8>>,
 }
@@ -55,6 +60,23 @@ pub struct ClusterView {
     pub self_id: NodeId,
     /// One entry per node name; the newest generation wins.
     pub nodes: BTreeMap<String, NodeView>,
+}
+
+/// What a peer reported about this node in the last digest it sent this node directly (its
+/// `Syn`, or its `SynAck` answering this node's `Syn`): how current its copy of this node's
+/// heartbeat was, and how much of this node's keys it held. A peer that keeps sending such
+/// readings with a growing lag hears nothing of this node, even though its own heartbeats
+/// still arrive (a one-way partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// This node's heartbeat when the digest arrived minus the heartbeat of this node that the
+    /// peer listed, zero when the peer was current. Each round bumps the heartbeat once, so the
+    /// lag counts rounds.
+    pub heartbeat_lag: u64,
+    /// The newest version of this node's keys that the peer held (every version up to it).
+    pub max_version: u64,
+    /// When the digest arrived.
+    pub at: Instant,
 }
 
 /// A change that the application may want to react to. Heartbeats alone never produce one.
@@ -118,6 +140,9 @@ pub struct Stats {
     pub datagrams_sent: u64,
     /// Bytes handed to the transport.
     pub bytes_sent: u64,
+    /// Of the datagrams sent, the continuation `Ack`s that carried deltas on beyond an
+    /// exchange's first datagram to a peer that lacked more (see `Config::max_delta_datagrams`).
+    pub extra_delta_datagrams: u64,
     /// Datagrams received (handled or dropped).
     pub datagrams_received: u64,
     /// Bytes received (handled or dropped).

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fechter_gossip::sim::{SimConfig, Simulation, address, node_config};
-use fechter_gossip::wire::{Envelope, KeyUpdate, Message, NodeDelta, encode_datagram};
+use fechter_gossip::wire::{Digest, DigestEntry, Envelope, KeyUpdate, Message, NodeDelta, encode_datagram};
 use fechter_gossip::{Config, Event, Liveness};
 
 fn cluster(nodes: usize, network: SimConfig, adjust: impl Fn(&mut Config)) -> Simulation {
@@ -457,4 +457,244 @@ fn a_peer_back_from_a_long_silence_is_declared_dead_as_fast_as_ever() {
         let detection = at - killed_at;
         assert!(detection <= Duration::from_millis(600), "node {observer} took {detection:?}");
     }
+}
+
+/// The rounds until every node of a 20-node cluster holds all of 3000 keys that one node wrote
+/// at once, with at most `bound` datagrams of deltas per exchange.
+fn bulk_rounds(bound: usize) -> (f64, u64) {
+    let nodes = 20;
+    let mut sim = cluster(nodes, SimConfig::new(47), |config| config.max_delta_datagrams = bound);
+    join(&mut sim, Duration::from_secs(10));
+    let writer = 7;
+    for key in 0..3000 {
+        sim.node_mut(writer)
+            .set(
+                &format!("assign:10.20.{}.{}", key / 256, key % 256),
+                format!("node-{:02}:4573", key % nodes).into_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let extra_before: u64 = (0..nodes).map(|i| sim.node(i).stats().extra_delta_datagrams).sum();
+    sim.gossip_now(writer);
+    let last = format!("node-{:02}:4573", 2999 % nodes);
+    let took = sim
+        .run_until(Duration::from_secs(120), |sim| {
+            (0..nodes)
+                .all(|i| sim.node(i).value(&name(writer), "assign:10.20.11.183") == Some(last.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("3000 keys did not reach every node with bound {bound}"));
+    for observer in 0..nodes {
+        assert_eq!(sim.node(observer).view(sim.now()).nodes[&name(writer)].keys.len(), 3000);
+    }
+    assert!(fully_joined(&sim), "liveness suffered with bound {bound}");
+    let extra: u64 =
+        (0..nodes).map(|i| sim.node(i).stats().extra_delta_datagrams).sum::<u64>() - extra_before;
+    (took.as_secs_f64() / 0.1, extra)
+}
+
+#[test]
+fn a_bulk_write_reaches_a_cluster_in_far_fewer_rounds_with_several_datagrams_per_exchange() {
+    let (single, no_extra) = bulk_rounds(1);
+    let (bulk, extra) = bulk_rounds(Config::new("c", "n", 1, address(0)).max_delta_datagrams);
+    assert_eq!(no_extra, 0);
+    assert!(extra > 0);
+    // Measured: about 64 rounds with one datagram per exchange, about 9.5 with the default.
+    assert!(bulk * 3.0 < single, "{bulk} rounds with bursts against {single} without");
+}
+
+#[test]
+fn one_exchange_sends_a_far_behind_peer_a_bounded_gap_free_run_of_deltas() {
+    let now = std::time::Instant::now();
+    let mut writer = fechter_gossip::Gossip::new(node_config(0, 1), now);
+    let mut config = node_config(1, 1);
+    config.seeds = vec![address(0)];
+    let mut reader = fechter_gossip::Gossip::new(config, now);
+    for key in 0..3000 {
+        writer.set(&format!("key-{key:04}"), vec![7; 30]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The reader knows nothing yet, so its first Syn (to its seed) makes it far behind.
+    let syn = reader.tick(now).remove(0).datagram;
+    let replies = writer.handle(address(1), &syn, now);
+    let bound = writer.config().max_delta_datagrams;
+    assert_eq!(replies.len(), bound);
+    assert_eq!(writer.stats().extra_delta_datagrams, bound as u64 - 1);
+    let mut ends = Vec::new();
+    for (index, reply) in replies.iter().enumerate() {
+        assert!(reply.datagram.len() <= writer.config().datagram_budget);
+        let envelope =
+            fechter_gossip::decode_datagram(&reply.datagram, "sim", None).unwrap_or_else(|e| panic!("{e}"));
+        let deltas = match envelope.message {
+            Message::SynAck { delta, .. } if index == 0 => delta,
+            Message::Ack { delta } if index > 0 => delta,
+            other => panic!("datagram {index} is {other:?}"),
+        };
+        let held = ends.last().copied().unwrap_or(0);
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[0].from_version, held, "datagram {index} continues the previous one");
+        assert!(deltas[0].up_to > held);
+        ends.push(deltas[0].up_to);
+        reader.handle(address(0), &reply.datagram, now);
+    }
+    // Versions are 1-based and keys were written in order, so version v is key v - 1.
+    let key_of = |version: u64| format!("key-{:04}", version - 1);
+    let held = ends[bound - 1];
+    assert!(held < 3000);
+    assert_eq!(reader.value(&name(0), &key_of(held)), Some([7; 30].as_slice()));
+    assert_eq!(reader.value(&name(0), &key_of(held + 1)), None);
+    // A lost datagram wastes the ones after it: they do not continue the receiver's copy.
+    let mut lossy = fechter_gossip::Gossip::new(node_config(2, 1), now);
+    for (_, reply) in replies.iter().enumerate().filter(|(index, _)| *index != 2) {
+        lossy.handle(address(0), &reply.datagram, now);
+    }
+    assert_eq!(lossy.value(&name(0), &key_of(ends[1])), Some([7; 30].as_slice()));
+    assert_eq!(lossy.value(&name(0), &key_of(ends[1] + 1)), None);
+    assert_eq!(lossy.value(&name(0), &key_of(held)), None);
+    // A peer that lacks nothing gets the SynAck alone.
+    let mut small = fechter_gossip::Gossip::new(node_config(3, 1), now);
+    small.set("only", b"one".to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = node_config(4, 1);
+    config.seeds = vec![address(3)];
+    let mut peer = fechter_gossip::Gossip::new(config, now);
+    let replies = small.handle(address(4), &peer.tick(now).remove(0).datagram, now);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(small.stats().extra_delta_datagrams, 0);
+}
+
+/// Every running node's judgement of whether each other running node hears it.
+fn hearing(sim: &Simulation, observer: usize, peer: usize) -> Option<bool> {
+    sim.node(observer).hears_me(&name(peer), sim.now())
+}
+
+#[test]
+fn every_peer_of_a_healthy_cluster_hears_every_other_despite_loss_and_jitter() {
+    let mut network = SimConfig::new(53);
+    network.loss = 0.05;
+    network.jitter = Duration::from_millis(30);
+    network.step = Duration::from_millis(10);
+    let mut sim = cluster(5, network, |_| {});
+    join(&mut sim, Duration::from_secs(10));
+    let pairs: Vec<(usize, usize)> = (0..5)
+        .flat_map(|observer| (0..5).filter(move |&peer| peer != observer).map(move |peer| (observer, peer)))
+        .collect();
+    let heard = sim.run_until(Duration::from_secs(2), |sim| {
+        pairs.iter().all(|&(observer, peer)| hearing(sim, observer, peer) == Some(true))
+    });
+    assert!(heard.is_some(), "not every peer reported hearing every other after joining");
+    // Thirty seconds, checked at every step.
+    for _ in 0..3000 {
+        sim.step();
+        for &(observer, peer) in &pairs {
+            let heard = hearing(&sim, observer, peer);
+            let reading = sim.node(observer).reading(&name(peer));
+            assert_eq!(heard, Some(true), "{observer} about {peer} at {:?}: {reading:?}", sim.elapsed());
+        }
+    }
+}
+
+#[test]
+fn a_deaf_node_is_seen_alive_but_not_hearing_and_hears_again_after_healing() {
+    let mut sim = cluster(5, SimConfig::new(59), |_| {});
+    join(&mut sim, Duration::from_secs(10));
+    sim.run_for(Duration::from_secs(1));
+    assert!((1..5).all(|observer| hearing(&sim, observer, 0) == Some(true)));
+    let version_before_the_cut = sim.node(1).view_version();
+    // Node 0 receives nothing from anyone but still sends.
+    for index in 1..5 {
+        sim.cut(index, 0);
+    }
+    let deaf = sim.run_until(Duration::from_secs(1), |sim| {
+        (1..5).all(|observer| {
+            assert_eq!(sim.node(observer).liveness(&name(0)), Some(Liveness::Alive), "observer {observer}");
+            hearing(sim, observer, 0) == Some(false)
+        })
+    });
+    assert!(deaf.is_some(), "node 0's deafness was not seen within a second");
+    // The published view carries the judgment from the next round on, with a new version, so
+    // a subscriber learns of it without polling.
+    let published = sim.run_until(Duration::from_millis(300), |sim| {
+        sim.node(1).view(sim.now()).nodes.get(&name(0)).and_then(|node| node.hears_me) == Some(false)
+    });
+    assert!(published.is_some(), "the view never showed node 0 as deaf");
+    assert!(sim.node(1).view_version() > version_before_the_cut);
+    // Node 0 itself saw everyone die; the others still see each other hear them.
+    assert!((1..5).all(|peer| sim.node(0).liveness(&name(peer)) == Some(Liveness::Dead)));
+    assert_eq!(hearing(&sim, 1, 2), Some(true));
+    sim.heal();
+    let healed = sim.run_until(Duration::from_secs(1), |sim| {
+        (1..5).all(|observer| hearing(sim, observer, 0) == Some(true))
+    });
+    assert!(healed.is_some(), "node 0 was not seen hearing again within a second of healing");
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.node(1).view(sim.now()).nodes.get(&name(0)).and_then(|node| node.hears_me), Some(true));
+}
+
+#[test]
+fn a_reading_reaches_the_own_max_version_once_the_peer_holds_the_write() {
+    let mut sim = cluster(5, SimConfig::new(61), |_| {});
+    join(&mut sim, Duration::from_secs(10));
+    sim.set(2, "status", b"up".to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    sim.set(2, "address", b"10.0.0.9".to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let own = sim.node(2).own_max_version();
+    assert_eq!(own, 2);
+    let caught_up = sim.run_until(Duration::from_secs(2), |sim| {
+        [0, 1, 3, 4]
+            .iter()
+            .all(|&peer| sim.node(2).reading(&name(peer)).is_some_and(|r| r.max_version == own))
+    });
+    assert!(caught_up.is_some());
+    for peer in [0, 1, 3, 4] {
+        assert_eq!(sim.node(peer).value(&name(2), "address"), Some(b"10.0.0.9".as_slice()));
+    }
+}
+
+#[test]
+fn readings_belong_to_one_generation_on_each_side_and_end_with_a_departure() {
+    let mut sim = cluster(5, SimConfig::new(67), |_| {});
+    join(&mut sim, Duration::from_secs(10));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.node(0).reading(&name(1)).is_some());
+    // Node 1 restarts, and its new life cannot reach node 0 directly: node 0 learns the new
+    // generation from the others and drops the old life's reading.
+    sim.kill(1);
+    sim.cut(1, 0);
+    sim.restart(1, node_config(1, 2));
+    let learned =
+        sim.run_until(Duration::from_secs(2), |sim| sim.node(0).known_generation(&name(1)) == Some(2));
+    assert!(learned.is_some());
+    assert_eq!(sim.node(0).reading(&name(1)), None);
+    sim.heal();
+    let read = sim.run_until(Duration::from_secs(2), |sim| {
+        sim.node(0).reading(&name(1)).is_some() && sim.node(1).reading(&name(0)).is_some()
+    });
+    assert!(read.is_some());
+    // What a peer says about the previous life of node 1 is no reading of the new one.
+    let before = sim.node(1).reading(&name(0));
+    assert!(before.is_some());
+    let old_life = fechter_gossip::NodeId { name: name(1), generation: 1, gossip_addr: address(1) };
+    let entry = |node: fechter_gossip::NodeId| DigestEntry {
+        node,
+        heartbeat: 1,
+        max_version: 0,
+        last_gc_version: 0,
+        left: false,
+    };
+    let stale = Envelope {
+        sender: sim.node(0).id().clone(),
+        sequence: 1_000_000,
+        message: Message::Syn {
+            digest: Digest {
+                entries: vec![entry(sim.node(0).id().clone()), entry(old_life)],
+                complete: false,
+            },
+        },
+    };
+    sim.inject(1, address(0), &encode_datagram("sim", None, &stale));
+    assert_eq!(sim.node(1).reading(&name(0)), before);
+    // A departed peer reads nothing any more.
+    assert!(sim.node(0).reading(&name(3)).is_some());
+    sim.leave(3);
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.node(0).liveness(&name(3)), Some(Liveness::Left));
+    assert_eq!(sim.node(0).reading(&name(3)), None);
+    assert_eq!(sim.node(0).hears_me(&name(3), sim.now()), None);
 }
