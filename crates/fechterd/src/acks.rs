@@ -3,7 +3,8 @@
 //! Every node publishes the commit it last reconciled with (`applied`). A live node that has not
 //! acknowledged a decision this node has followed for the acknowledgement timeout is
 //! *unresponsive*: it sends gossip (so it looks alive) but does not hear the leader, as under a
-//! one-way partition, or its daemon is stalled. The leader treats it specially (see
+//! one-way partition, or its daemon is stalled. A node that gossip already shows to be deaf to
+//! this node (see [`crate::cluster::NodeState::deaf`]) is unresponsive at once. The leader treats it specially (see
 //! [`crate::leader`]): it gives it nothing new, keeps what it may hold where it is, and stops
 //! waiting for it before moving addresses it cannot hold. Without this, a node that acknowledged
 //! one decision and then went deaf would be given new addresses it never hears of, and would hold
@@ -106,7 +107,7 @@ impl Acknowledgements {
         for node in cluster.live().filter(|node| node.id != cluster.me) {
             let Some(status) = &node.status else {
                 // Nothing of its state has arrived yet, not even what it holds.
-                if due.is_some() {
+                if due.is_some() || node.deaf {
                     unresponsive.insert(node.id.clone(), MayHold::Unknown);
                 }
                 continue;
@@ -114,11 +115,15 @@ impl Acknowledgements {
             if let Some(applied) = &status.applied {
                 self.record(&node.id, applied, cluster);
             }
-            let Some(due) = &due else {
-                continue;
-            };
-            if status.applied.as_ref().is_some_and(|applied| applied >= due) {
-                continue;
+            // A deaf node will not hear the next decision either, whatever it acknowledged:
+            // there is no point waiting out the timeout for it.
+            if !node.deaf {
+                let Some(due) = &due else {
+                    continue;
+                };
+                if status.applied.as_ref().is_some_and(|applied| applied >= due) {
+                    continue;
+                }
             }
             let may_hold = match &status.applied {
                 // It never reconciled with any decision, so it acquired nothing under one.
@@ -277,5 +282,22 @@ mod tests {
         let unresponsive =
             acks.unresponsive(&cluster(vec![peer(A, Some(&ours)), deaf, author]), start + TIMEOUT);
         assert_eq!(unresponsive[B], MayHold::Known(BTreeSet::from([ip(2)])));
+    }
+
+    #[test]
+    fn a_deaf_node_is_unresponsive_at_once_even_if_it_acknowledged_the_latest_decision() {
+        let start = Instant::now();
+        let mut acks = Acknowledgements::new(TIMEOUT);
+        let ours = decision(0, &[(1, A), (2, B)]);
+        acks.follow(Some(&ours), start);
+        let mut deaf = peer(B, Some(&ours));
+        deaf.deaf = true;
+        let unresponsive = acks.unresponsive(&cluster(vec![peer(A, Some(&ours)), deaf]), start);
+        assert_eq!(unresponsive[B], MayHold::Known(BTreeSet::from([ip(2)])));
+        // Deaf before anything of its state arrived: it may hold anything assigned to it.
+        let mut unknown = NodeState::empty(C, Liveness::Alive);
+        unknown.deaf = true;
+        let unresponsive = acks.unresponsive(&cluster(vec![peer(A, Some(&ours)), unknown]), start);
+        assert_eq!(unresponsive[C], MayHold::Unknown);
     }
 }

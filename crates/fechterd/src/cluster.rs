@@ -128,6 +128,9 @@ pub struct NodeState {
     pub liveness: Liveness,
     /// The failure detector's suspicion, when known.
     pub phi: Option<f64>,
+    /// It sends gossip but, by what it reports of this node, hears nothing from it: a one-way
+    /// partition, a broken receive path. Never true of this node itself.
+    pub deaf: bool,
     /// Its published status, if any.
     pub status: Option<NodeStatus>,
     /// The addresses it reports holding.
@@ -147,6 +150,7 @@ impl NodeState {
             id: id.to_owned(),
             liveness,
             phi: None,
+            deaf: false,
             status: None,
             held: BTreeMap::new(),
             pool: BTreeMap::new(),

@@ -40,6 +40,7 @@ use crate::maintenance::{MAINTENANCE_KEY, Maintenance, MaintenanceRecord};
 use crate::options::{Options, SETTLE_INTERVALS};
 use crate::persist::save_pool;
 use crate::pool::{Pool, PoolError, PoolRecord};
+use crate::reclaim::Reclaim;
 use crate::reconcile::{Placement, ReconcileInput, by_interface, plan};
 use crate::service::Watchdog;
 use crate::settle::{MEMBERSHIP_SETTLE_INTERVALS, Observation, Resettle, Settling};
@@ -172,6 +173,8 @@ pub struct Daemon<N: Net> {
     gateway: GatewayState,
     /// When this node may lead and acquire: start-up settling, re-settling and holds.
     settling: Settling,
+    /// When kept addresses are announced again after a disturbance.
+    reclaim: Reclaim,
     eligible: bool,
     owned: Vec<Placement>,
     conflicted: BTreeSet<IpAddr>,
@@ -202,6 +205,7 @@ impl<N: Net> Daemon<N> {
                 config.settle_time,
                 membership_settle(config.settle_time),
             ),
+            reclaim: Reclaim::new(),
             config,
             net: Arc::new(net),
             gossip,
@@ -282,8 +286,10 @@ impl<N: Net> Daemon<N> {
         let (mut net_open, mut control_open) = (true, true);
         let mut shutdown = std::pin::pin!(shutdown);
         let result = loop {
-            // Settling and holds end at deadlines that a later step may move: step when they pass.
-            let settle_wake = self.settling.wake_at(Instant::now());
+            // Settling, holds and follow-up announcements fall due at deadlines that a later step
+            // may move: step when they pass.
+            let settle_wake =
+                [self.settling.wake_at(Instant::now()), self.reclaim.wake_at()].into_iter().flatten().min();
             let input = tokio::select! {
                 () = &mut shutdown => Input::Shutdown,
                 changed = self.view.changed() => match changed {
@@ -325,7 +331,7 @@ impl<N: Net> Daemon<N> {
                 Input::ControlClosed => control_open = false,
                 Input::Gateway(result) => self.record_ping(result),
                 Input::Refresh => self.refresh().await,
-                Input::Settled => debug!("a settling or holding period ended"),
+                Input::Settled => debug!("a settling, holding or announcement deadline passed"),
                 Input::Reload(options) => {
                     let before = self.config.clone();
                     self.apply_reload(&options);
@@ -461,8 +467,13 @@ impl<N: Net> Daemon<N> {
         // while it still follows a decision made alone.
         let lone_view = gate.resettled.contains(&Resettle::IsolationEnded)
             || self.applied.as_ref().is_some_and(|decision| decision.alone && !live_peers.is_empty());
-        let reannounce_kept = gate.membership_changed && !lone_view;
-        self.reconcile(&cluster, eligible, settled, reannounce_kept).await;
+        let membership_changed = gate.membership_changed && !lone_view;
+        let deaf_peer = cluster.live().any(|node| node.deaf);
+        let follow_up = self.reclaim.due(now, membership_changed, deaf_peer) && !lone_view;
+        if follow_up {
+            debug!(deaf_peer, "announcing kept addresses again after a disturbance");
+        }
+        self.reconcile(&cluster, eligible, settled, membership_changed || follow_up).await;
         self.publish_held(&cluster).await;
         self.publish_status(&cluster).await;
         // Housekeeping comes last, so that a failover's decision and acquisitions never wait
@@ -1024,7 +1035,10 @@ pub fn decode_view(me: &str, view: &ClusterView, problems: &mut Vec<DecodeProble
         .iter()
         .map(|(name, node)| {
             let liveness = if name == me { Liveness::Alive } else { liveness_of(node.liveness) };
-            (name.clone(), decode_node(name, liveness, node.phi, &node.keys, problems))
+            let mut state = decode_node(name, liveness, node.phi, &node.keys, problems);
+            // Gossip judges hearing only for peers; this node never counts as deaf to itself.
+            state.deaf = name != me && node.hears_me == Some(false);
+            (name.clone(), state)
         })
         .collect();
     nodes.entry(me.to_owned()).or_insert_with(|| NodeState::empty(me, Liveness::Alive));
@@ -1173,6 +1187,31 @@ mod tests {
 
     fn keys(changes: &[KeyChange]) -> Vec<(&str, bool)> {
         changes.iter().map(|(key, value)| (key.as_str(), value.is_some())).collect()
+    }
+
+    #[test]
+    fn a_peer_that_gossip_judges_deaf_decodes_as_deaf_and_this_node_never_does() {
+        let node = |name: &str, hears_me: Option<bool>| {
+            let gossip_addr = name.parse().unwrap_or_else(|error| panic!("{error}"));
+            let id = fechter_gossip::NodeId { name: name.to_owned(), generation: 1, gossip_addr };
+            let view = fechter_gossip::NodeView {
+                id,
+                liveness: fechter_gossip::Liveness::Alive,
+                phi: None,
+                hears_me,
+                keys: BTreeMap::new(),
+            };
+            (name.to_owned(), view)
+        };
+        let (a, b, c) = ("198.18.0.1:4573", "198.18.0.2:4573", "198.18.0.3:4573");
+        let me = node(a, Some(false)).1.id;
+        let view = ClusterView {
+            self_id: me,
+            nodes: [node(a, Some(false)), node(b, Some(false)), node(c, None)].into_iter().collect(),
+        };
+        let cluster = decode_view(a, &view, &mut Vec::new());
+        let deaf = |name: &str| cluster.nodes.get(name).map(|node| node.deaf);
+        assert_eq!((deaf(a), deaf(b), deaf(c)), (Some(false), Some(true), Some(false)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Leadership and the leader's assignment decisions, as pure functions of the decoded cluster.
 //!
-//! The leader is the live node with the lowest id ([`compare_ids`]). Only the leader computes; it
+//! The leader is the live node with the lowest id ([`compare_ids`]) among those that hear this
+//! node (see [`leader`]). Only the leader computes; it
 //! publishes its assignment as `assign:*` keys followed by a `commit` carrying a term and a
 //! sequence number. Every node follows the greatest commit it knows of, alive or dead, by term,
 //! then lower author id, then sequence, and never goes back to an older one, so no node applies an
@@ -17,8 +18,8 @@
 //! node's addresses move in one decision. A leader that sees no eligible node decides nothing: the
 //! last decision stands until someone can hold addresses.
 //!
-//! Unresponsive nodes (see [`crate::acks`]): a live node that has not acknowledged a decision
-//! for the acknowledgement timeout gets no new addresses, keeps the ones the decision gives it
+//! Unresponsive nodes (see [`crate::acks`]): a live node that is deaf to this node, or that has
+//! not acknowledged a decision for the acknowledgement timeout, gets no new addresses, keeps the ones the decision gives it
 //! that it holds or may still acquire, and no longer holds up any move: it does not hear the
 //! decisions that would coordinate it, so whatever else it holds is a split brain's copy, released
 //! once it hears again. Once it acknowledges again it is an ordinary node.
@@ -51,9 +52,20 @@ pub struct Decision {
     pub alone: bool,
 }
 
-/// The node that should lead: the live node with the lowest id.
+/// The node that should lead: the live node with the lowest id among those that hear this node.
+///
+/// A deaf peer (see [`crate::cluster::NodeState::deaf`]) still looks alive, since its gossip
+/// arrives, but it sees this node as dead and never hears the pool changes made here. Following
+/// it would leave this side without a leader for as long as the one-way partition lasts: an
+/// address added here would never be assigned. So each node elects among the peers that hear it;
+/// the deaf side decides for itself, and the two sides meet again through the usual terms once
+/// it hears.
 pub fn leader(cluster: &Cluster) -> Option<&str> {
-    cluster.live().map(|node| node.id.as_str()).min_by(|a, b| compare_ids(a, b))
+    cluster
+        .live()
+        .filter(|node| !node.deaf || node.id == cluster.me)
+        .map(|node| node.id.as_str())
+        .min_by(|a, b| compare_ids(a, b))
 }
 
 /// Every decision published by a known node, alive or dead.
@@ -449,6 +461,18 @@ mod tests {
         assert_eq!(leader(&view), Some(B));
         let alone = cluster(C, vec![node(A, Liveness::Left, true), node(C, Liveness::Dead, true)]);
         assert_eq!(leader(&alone), Some(C), "this node counts as live whatever the view says");
+    }
+
+    #[test]
+    fn a_peer_deaf_to_this_node_does_not_lead_it() {
+        let mut deaf_a = node(A, Liveness::Alive, true);
+        deaf_a.deaf = true;
+        let view = cluster(C, vec![deaf_a, node(B, Liveness::Alive, true), node(C, Liveness::Alive, true)]);
+        assert_eq!(leader(&view), Some(B));
+        let mut deaf_b = node(B, Liveness::Alive, true);
+        deaf_b.deaf = true;
+        let view = cluster(C, vec![node(A, Liveness::Dead, true), deaf_b, node(C, Liveness::Alive, true)]);
+        assert_eq!(leader(&view), Some(C), "with every lower peer dead or deaf, this node leads");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod options;
 pub mod persist;
 pub mod pool;
+pub mod reclaim;
 pub mod reconcile;
 pub mod service;
 pub mod settle;
