@@ -4,8 +4,8 @@
 //! acknowledged a decision this node has followed for the acknowledgement timeout is
 //! *unresponsive*: it sends gossip (so it looks alive) but does not hear the leader, as under a
 //! one-way partition, or its daemon is stalled. A node that gossip already shows to be deaf to
-//! this node (see [`crate::cluster::NodeState::deaf`]) is unresponsive at once. The leader treats it specially (see
-//! [`crate::leader`]): it gives it nothing new, keeps what it may hold where it is, and stops
+//! this node (see [`crate::cluster::NodeState::deaf`]) is unresponsive at once. The leader
+//! treats an unresponsive node specially (see [`crate::leader`]): it gives it nothing new, keeps what it may hold where it is, and stops
 //! waiting for it before moving addresses it cannot hold. Without this, a node that acknowledged
 //! one decision and then went deaf would be given new addresses it never hears of, and would hold
 //! up every later move of every address while the fence waited for it to catch up.

@@ -19,8 +19,8 @@
 //! last decision stands until someone can hold addresses.
 //!
 //! Unresponsive nodes (see [`crate::acks`]): a live node that is deaf to this node, or that has
-//! not acknowledged a decision for the acknowledgement timeout, gets no new addresses, keeps the ones the decision gives it
-//! that it holds or may still acquire, and no longer holds up any move: it does not hear the
+//! not acknowledged a decision for the acknowledgement timeout, gets no new addresses, keeps the
+//! ones the decision gives it that it holds or may still acquire, and no longer holds up any move: it does not hear the
 //! decisions that would coordinate it, so whatever else it holds is a split brain's copy, released
 //! once it hears again. Once it acknowledges again it is an ordinary node.
 //!
