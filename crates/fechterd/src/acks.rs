@@ -10,9 +10,12 @@
 //! one decision and then went deaf would be given new addresses it never hears of, and would hold
 //! up every later move of every address while the fence waited for it to catch up.
 //!
-//! The timeout is fixed, so a decision that takes longer than it to reach a node (thousands of
-//! addresses over a large cluster) makes that node look deaf; see BENCHMARKS.md for the sizes at
-//! which that happens.
+//! A node that is not deaf but has not yet received everything this node wrote (its last direct
+//! report says so, or no report is recent) is still receiving: a decision of thousands of
+//! addresses takes many gossip rounds to reach every node of a large cluster, far longer than
+//! the timeout. Such a node is waited for up to [`RECEIVING_TIMEOUTS`] timeouts. Once it reports
+//! holding everything, the plain timeout applies again, which catches a node whose gossip runs
+//! but whose daemon is stalled.
 //!
 //! What a deaf node may still hold or acquire is known exactly: the addresses it reports holding
 //! (its own gossip still arrives) and the ones its last acknowledged decision assigns to it. So
@@ -30,6 +33,11 @@ use crate::leader::Decision;
 /// needed for a node that acknowledged them and nothing since, and that node's share is kept in
 /// [`Acknowledgements`] on its own once its acknowledgement has been seen.
 const REMEMBERED_DECISIONS: usize = 16;
+
+/// How many acknowledgement timeouts a node that hears this node but has not yet received all
+/// of its keys is waited for. At 1 000 nodes with 1 s rounds the timeout is 15 s, so this allows
+/// 150 s for a decision to spread; 10 000 addresses took about a minute in the scale bench.
+pub const RECEIVING_TIMEOUTS: u32 = 10;
 
 /// What an unresponsive node may hold or acquire without hearing the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,12 +105,15 @@ impl Acknowledgements {
     /// timeout, with what each may hold. Also records every peer's latest acknowledgement.
     pub fn unresponsive(&mut self, cluster: &Cluster, now: Instant) -> BTreeMap<String, MayHold> {
         self.acknowledged.retain(|id, _| cluster.nodes.contains_key(id));
-        let due = self
-            .followed
-            .iter()
-            .rev()
-            .find(|followed| now.saturating_duration_since(followed.since) >= self.timeout)
-            .map(|followed| followed.commit.clone());
+        let due_after = |timeout: Duration| {
+            self.followed
+                .iter()
+                .rev()
+                .find(|followed| now.saturating_duration_since(followed.since) >= timeout)
+                .map(|followed| followed.commit.clone())
+        };
+        let due = due_after(self.timeout);
+        let due_while_receiving = due_after(self.timeout * RECEIVING_TIMEOUTS);
         let mut unresponsive = BTreeMap::new();
         for node in cluster.live().filter(|node| node.id != cluster.me) {
             let Some(status) = &node.status else {
@@ -118,7 +129,9 @@ impl Acknowledgements {
             // A deaf node will not hear the next decision either, whatever it acknowledged:
             // there is no point waiting out the timeout for it.
             if !node.deaf {
-                let Some(due) = &due else {
+                let receiving = node.holds_all_mine != Some(true);
+                let due = if receiving { &due_while_receiving } else { &due };
+                let Some(due) = due else {
                     continue;
                 };
                 if status.applied.as_ref().is_some_and(|applied| applied >= due) {
@@ -192,6 +205,8 @@ mod tests {
             failing_checks: Vec::new(),
             down_interfaces: BTreeSet::new(),
         });
+        // As in a small cluster, where every peer reports often that it holds every key here.
+        node.holds_all_mine = Some(true);
         node
     }
 
@@ -215,6 +230,31 @@ mod tests {
         assert!(acks.unresponsive(&view, start + Duration::from_secs(1)).is_empty());
         let late = acks.unresponsive(&view, start + Duration::from_millis(2_100));
         assert_eq!(late, BTreeMap::from([(B.to_owned(), MayHold::Known(BTreeSet::from([ip(2)])))]));
+    }
+
+    #[test]
+    fn a_node_still_receiving_a_large_decision_is_waited_for_up_to_the_longer_bound() {
+        let start = Instant::now();
+        let mut acks = Acknowledgements::new(TIMEOUT);
+        let first = decision(0, &[(1, B)]);
+        let second = decision(1, &[(1, B), (2, C)]);
+        acks.follow(Some(&second), start);
+        let mut receiving = peer(B, Some(&first));
+        receiving.holds_all_mine = Some(false);
+        let mut unheard = peer(C, Some(&first));
+        unheard.holds_all_mine = None;
+        let view = cluster(vec![peer(A, Some(&second)), receiving.clone(), unheard.clone()]);
+        assert!(acks.unresponsive(&view, start + TIMEOUT * 3).is_empty());
+        // Once it reports holding everything, the plain timeout applies: its daemon is stalled.
+        let mut stalled = receiving.clone();
+        stalled.holds_all_mine = Some(true);
+        let view_stalled = cluster(vec![peer(A, Some(&second)), stalled, unheard.clone()]);
+        let unresponsive = acks.unresponsive(&view_stalled, start + TIMEOUT * 3);
+        assert_eq!(unresponsive.keys().collect::<Vec<_>>(), vec![B]);
+        // Nobody is waited for beyond the longer bound.
+        let late = start + TIMEOUT * RECEIVING_TIMEOUTS;
+        let unresponsive = acks.unresponsive(&view, late);
+        assert_eq!(unresponsive.keys().collect::<Vec<_>>(), vec![B, C]);
     }
 
     #[test]

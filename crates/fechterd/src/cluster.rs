@@ -131,6 +131,10 @@ pub struct NodeState {
     /// It sends gossip but, by what it reports of this node, hears nothing from it: a one-way
     /// partition, a broken receive path. Never true of this node itself.
     pub deaf: bool,
+    /// By what it last reported directly, it held every key this node had written; `None`
+    /// without a recent report (rare in a large cluster, where two nodes talk directly only
+    /// every few minutes) and for this node itself.
+    pub holds_all_mine: Option<bool>,
     /// Its published status, if any.
     pub status: Option<NodeStatus>,
     /// The addresses it reports holding.
@@ -151,6 +155,7 @@ impl NodeState {
             liveness,
             phi: None,
             deaf: false,
+            holds_all_mine: None,
             status: None,
             held: BTreeMap::new(),
             pool: BTreeMap::new(),

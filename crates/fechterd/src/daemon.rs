@@ -1038,6 +1038,7 @@ pub fn decode_view(me: &str, view: &ClusterView, problems: &mut Vec<DecodeProble
             let mut state = decode_node(name, liveness, node.phi, &node.keys, problems);
             // Gossip judges hearing only for peers; this node never counts as deaf to itself.
             state.deaf = name != me && node.hears_me == Some(false);
+            state.holds_all_mine = if name == me { None } else { node.holds_all_mine };
             (name.clone(), state)
         })
         .collect();
@@ -1199,6 +1200,7 @@ mod tests {
                 liveness: fechter_gossip::Liveness::Alive,
                 phi: None,
                 hears_me,
+                holds_all_mine: None,
                 keys: BTreeMap::new(),
             };
             (name.to_owned(), view)

@@ -131,6 +131,8 @@ struct NodeRecord {
     /// The last judgment of [`Gossip::hears_me`] published in the view; a change bumps the
     /// view version, so subscribers learn of it without polling.
     hears_me: Option<bool>,
+    /// The last judgment of [`Gossip::holds_all_mine`] published in the view, likewise.
+    holds_all_mine: Option<bool>,
 }
 
 impl NodeRecord {
@@ -149,6 +151,7 @@ impl NodeRecord {
             sightings: 0,
             reading: None,
             hears_me: None,
+            holds_all_mine: None,
         }
     }
 
@@ -389,20 +392,27 @@ impl Gossip {
         self.send_syns()
     }
 
-    /// Refreshes each peer's published [`Gossip::hears_me`] judgment once a round. A judgment
-    /// changes with time alone (a reading grows stale, a lag outgrows the tolerance), so it is
-    /// re-judged here rather than only when a reading arrives.
+    /// Refreshes each peer's published [`Gossip::hears_me`] and [`Gossip::holds_all_mine`]
+    /// judgments once a round. A judgment changes with time alone (a reading grows stale, a lag
+    /// outgrows the tolerance) or with this node's own writes, so it is re-judged here rather
+    /// than only when a reading arrives.
     fn judge_hearing(&mut self, now: Instant) {
-        let judgments: Vec<(String, Option<bool>)> = self
+        let judgments: Vec<(String, Option<bool>, Option<bool>)> = self
             .others()
-            .filter(|record| record.reading.is_some() || record.hears_me.is_some())
-            .map(|record| (record.id.name.clone(), self.hears_me(&record.id.name, now)))
+            .filter(|record| {
+                record.reading.is_some() || record.hears_me.is_some() || record.holds_all_mine.is_some()
+            })
+            .map(|record| {
+                let name = &record.id.name;
+                (name.clone(), self.hears_me(name, now), self.holds_all_mine(name, now))
+            })
             .collect();
-        for (name, judgment) in judgments {
+        for (name, hears_me, holds_all_mine) in judgments {
             if let Some(record) = self.nodes.get_mut(&name)
-                && record.hears_me != judgment
+                && (record.hears_me, record.holds_all_mine) != (hears_me, holds_all_mine)
             {
-                record.hears_me = judgment;
+                record.hears_me = hears_me;
+                record.holds_all_mine = holds_all_mine;
                 self.view_version += 1;
             }
         }
@@ -527,6 +537,7 @@ impl Gossip {
                     liveness,
                     phi,
                     hears_me: record.hears_me,
+                    holds_all_mine: record.holds_all_mine,
                     keys: record.live_keys(),
                 };
                 (record.id.name.clone(), view)
@@ -601,6 +612,20 @@ impl Gossip {
             return None;
         }
         Some(reading.heartbeat_lag as f64 <= self.tolerated_lag(record, now))
+    }
+
+    /// Whether `peer`, by its last fresh [`Reading`], held every key this node has written so
+    /// far: `Some(false)` while it still lacks some (or the reading predates the latest write),
+    /// `None` without a fresh reading, as for [`Gossip::hears_me`]. A peer that hears this node
+    /// but does not yet hold everything is still receiving, which in a large cluster after a
+    /// large write takes many rounds.
+    pub fn holds_all_mine(&self, peer: &str, now: Instant) -> Option<bool> {
+        let record = self.nodes.get(peer).filter(|record| record.id.name != self.id.name)?;
+        let reading = record.reading?;
+        if now.saturating_duration_since(reading.at) > self.reading_freshness() {
+            return None;
+        }
+        Some(reading.max_version >= self.own_max_version())
     }
 
     fn own_record_mut(&mut self) -> &mut NodeRecord {

@@ -49,6 +49,10 @@ pub struct NodeView {
     /// round: `Some(false)` for a peer whose datagrams arrive while this node's do not reach it
     /// (a one-way partition); `None` for this node itself and without a fresh reading.
     pub hears_me: Option<bool>,
+    /// Whether the node held every key this node has written, as
+    /// [`crate::Gossip::holds_all_mine`] judged it at the last round; `None` for this node
+    /// itself and without a fresh reading.
+    pub holds_all_mine: Option<bool>,
     /// The node's live (non-deleted) keys.
     pub keys: BTreeMap<String, Vec<u8>>,
 }

@@ -645,6 +645,21 @@ fn a_reading_reaches_the_own_max_version_once_the_peer_holds_the_write() {
     for peer in [0, 1, 3, 4] {
         assert_eq!(sim.node(peer).value(&name(2), "address"), Some(b"10.0.0.9".as_slice()));
     }
+    // The view says so too, and a newer write makes every peer lack something again until
+    // it reports holding that as well.
+    let holds = |sim: &Simulation, expected: bool| {
+        let view = sim.node(2).view(sim.now());
+        [0, 1, 3, 4]
+            .iter()
+            .all(|&peer| view.nodes.get(&name(peer)).and_then(|node| node.holds_all_mine) == Some(expected))
+    };
+    assert!(sim.run_until(Duration::from_millis(300), |sim| holds(sim, true)).is_some());
+    sim.set(2, "address", b"10.0.0.10".to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    sim.run_for(Duration::from_millis(100));
+    assert!((0..5).filter(|&peer| peer != 2).any(|peer| {
+        sim.node(2).view(sim.now()).nodes.get(&name(peer)).and_then(|node| node.holds_all_mine) == Some(false)
+    }));
+    assert!(sim.run_until(Duration::from_secs(2), |sim| holds(sim, true)).is_some());
 }
 
 #[test]
