@@ -16,15 +16,14 @@
 //! Settings, all optional: `SCALE_NODES` (1000), `SCALE_ADDRESSES` (1000), `SCALE_SEED` (the
 //! network's seed), `SCALE_SETUP_LIMIT_S` (3600: virtual seconds the cluster gets to agree after the
 //! pool was added) and `SCALE_ACK_TIMEOUT_S` (the leader's acknowledgement timeout; the daemon's by
-//! default). The default pool is 1 000 addresses, not 10 000: the leader's
-//! records and assignment reach the other nodes at about one datagram per node per gossip round (a
-//! node takes in another node's changes in version order, and its peers offer it the same next
-//! datagram), so at 1 000 nodes and 1 s rounds 1 000 addresses take about 300 s of virtual time
-//! to spread and 10 000 would take about 3 000 s, well over an hour of CPU here.
-//! That spread is far longer than the daemon's acknowledgement timeout (15 rounds): the leader then
-//! finds the nodes still receiving a large decision unresponsive and moves their addresses to the
-//! few that acknowledged, again with every decision. `SCALE_ACK_TIMEOUT_S` sets a longer timeout to
-//! see the rest of the figures at such sizes.
+//! default). The default pool is 1 000 addresses, not 10 000: the leader's pool records and
+//! assignment reach the other nodes gap-free in version order, up to 8 datagrams per exchange
+//! for a peer far behind, and at 1 000 nodes with 1 s rounds 10 000 addresses (about 1 700
+//! datagrams of the leader's keys) did not reach any other node within 300 s of virtual time
+//! (see BENCHMARKS.md). The leader waits up to ten acknowledgement timeouts for a peer that is
+//! still receiving its keys; past that, it finds the nodes still receiving unresponsive and
+//! moves their addresses to the few that acknowledged. `SCALE_ACK_TIMEOUT_S` sets a longer
+//! timeout to see the rest of the figures at such sizes.
 //!
 //! What is real: every node is a [`fechter_gossip::Gossip`] core on the simulated network of
 //! [`fechter_gossip::sim`] (wire format, datagram budget, scuttlebutt, phi-accrual detector), with

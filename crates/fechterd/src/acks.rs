@@ -35,8 +35,12 @@ use crate::leader::Decision;
 const REMEMBERED_DECISIONS: usize = 16;
 
 /// How many acknowledgement timeouts a node that hears this node but has not yet received all
-/// of its keys is waited for. At 1 000 nodes with 1 s rounds the timeout is 15 s, so this allows
-/// 150 s for a decision to spread; 10 000 addresses took about a minute in the scale bench.
+/// of its keys is waited for. At 100 nodes with 100 ms rounds that is 15 s, against 2 s for a
+/// pool of 1 000 addresses and its decision to reach every node in the scale bench; at 1 000
+/// nodes with 1 s rounds it is 150 s. A pool of 10 000 addresses over 1 000 nodes takes longer
+/// than that to spread (see BENCHMARKS.md). The bound stays because a node that hears this
+/// node's heartbeats but never receives its keys (large datagrams lost on the way: a path MTU
+/// problem) would otherwise be given addresses it never hears of, forever.
 pub const RECEIVING_TIMEOUTS: u32 = 10;
 
 /// What an unresponsive node may hold or acquire without hearing the leader.
