@@ -17,14 +17,14 @@
 //! network's seed), `SCALE_SETUP_LIMIT_S` (3600: virtual seconds the cluster gets to agree after the
 //! pool was added), `SCALE_ACK_TIMEOUT_S` (the leader's acknowledgement timeout; the daemon's by
 //! default) and `SCALE_INTERVAL_MS` (the gossip round; by default 1 s from 500 nodes on, 100 ms
-//! below, while the daemon's own default is 100 ms at any size). The default pool is 1 000 addresses, not 10 000: the leader's pool records and
-//! assignment reach the other nodes gap-free in version order, up to 8 datagrams per exchange
-//! for a peer far behind, and at 1 000 nodes with 1 s rounds 10 000 addresses (about 1 700
-//! datagrams of the leader's keys) did not reach any other node within 300 s of virtual time
-//! (see BENCHMARKS.md). The leader waits up to ten acknowledgement timeouts for a peer that is
-//! still receiving its keys; past that, it finds the nodes still receiving unresponsive and
-//! moves their addresses to the few that acknowledged. `SCALE_ACK_TIMEOUT_S` sets a longer
-//! timeout to see the rest of the figures at such sizes.
+//! below, while the daemon's own default is 100 ms at any size). The default pool is 1 000
+//! addresses, not 10 000, because 10 000 addresses over 1 000 nodes take about 20 minutes and
+//! 9.5 GB here even with 100 ms rounds, and with the default 1 s rounds at that size the leader's
+//! 20 000 keys need over 300 s of virtual time to spread (see BENCHMARKS.md). The leader waits up
+//! to forty acknowledgement timeouts for a peer that is still receiving its keys; past that, it
+//! finds the nodes still receiving unresponsive and moves their addresses to the few that
+//! acknowledged. `SCALE_ACK_TIMEOUT_S` sets a longer timeout to see the rest of the figures at
+//! such sizes.
 //!
 //! What is real: every node is a [`fechter_gossip::Gossip`] core on the simulated network of
 //! [`fechter_gossip::sim`] (wire format, datagram budget, scuttlebutt, phi-accrual detector), with
