@@ -148,6 +148,8 @@ async fn run(options: Options, reloader: Reloader, hangups: Signal) -> Result<()
     config.seeds = seeds;
     config.gossip_interval = options.gossip_interval();
     config.phi_threshold = options.dead_at;
+    // A node's id is its gossip address written out, so gossip can refuse any other identity.
+    config.names_are_addresses = true;
     config.keys = keys;
     if config.keys.is_none() {
         warn!("gossip is neither authenticated nor encrypted; use --cluster-key-file on untrusted networks");

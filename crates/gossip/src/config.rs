@@ -61,6 +61,10 @@ pub struct Config {
     /// with 1 s rounds in 55 s instead of 430 s, and 3000 keys to 20 nodes in under 10 rounds
     /// instead of about 65 (`benches/bulk.rs`, `tests/sim.rs`).
     pub max_delta_datagrams: usize,
+    /// Every node is named by its gossip address written out (`ip:port`, `[ip6]:port`), so an
+    /// identity whose name and address differ is refused: without a cluster key, a datagram
+    /// corrupted on purpose or by a broken device would otherwise add a phantom node.
+    pub names_are_addresses: bool,
     /// How long a deleted key's tombstone is kept before it is collected.
     pub tombstone_grace: Duration,
     /// How long a dead or departed node is kept before it is forgotten.
@@ -97,6 +101,7 @@ impl Config {
             acceptable_pause: Duration::from_millis(60),
             datagram_budget: 1400,
             max_delta_datagrams: 8,
+            names_are_addresses: false,
             tombstone_grace: Duration::from_secs(15 * 60),
             dead_node_grace: Duration::from_secs(15 * 60),
             keys: None,

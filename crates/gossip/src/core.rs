@@ -667,6 +667,10 @@ impl Gossip {
             self.stats.dropped_stale_sender += 1;
             return false;
         }
+        if !self.well_named(sender) {
+            self.stats.dropped_malformed += 1;
+            return false;
+        }
         if self.config.keys.is_none() {
             return true;
         }
@@ -1170,7 +1174,7 @@ impl Gossip {
     /// The record for a peer identity, created or replaced as needed; `None` when the identity
     /// is this node's name, forgotten, or older than what is known.
     fn record_for(&mut self, id: &NodeId, now: Instant) -> Option<&mut NodeRecord> {
-        if id.name == self.id.name {
+        if id.name == self.id.name || !self.well_named(id) {
             return None;
         }
         if self.forgotten.get(&id.name).is_some_and(|&generation| generation >= id.generation) {
@@ -1188,6 +1192,11 @@ impl Gossip {
             }
         }
         self.nodes.get_mut(&id.name)
+    }
+
+    /// Whether an identity passes the naming rule of [`Config::names_are_addresses`].
+    fn well_named(&self, id: &NodeId) -> bool {
+        !self.config.names_are_addresses || id.name == id.gossip_addr.to_string()
     }
 
     /// Drops an older generation's state in favour of a newer one.

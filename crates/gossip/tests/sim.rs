@@ -713,3 +713,46 @@ fn readings_belong_to_one_generation_on_each_side_and_end_with_a_departure() {
     assert_eq!(sim.node(0).reading(&name(3)), None);
     assert_eq!(sim.node(0).hears_me(&name(3), sim.now()), None);
 }
+
+#[test]
+fn identities_whose_name_is_not_their_address_are_refused_when_names_are_addresses() {
+    let mut sim = cluster(3, SimConfig::new(71), |config| {
+        config.node_name = config.gossip_addr.to_string();
+        config.names_are_addresses = true;
+    });
+    let joined = sim.run_until(Duration::from_secs(10), |sim| {
+        (0..3).all(|observer| {
+            (0..3).all(|other| {
+                sim.node(observer).liveness(&address(other).to_string()) == Some(Liveness::Alive)
+            })
+        })
+    });
+    assert!(joined.is_some(), "a cluster named by addresses did not join");
+    // A real node's datagram with one byte of a name flipped ("4573" became "4o73"), as a
+    // broken device or a forger without the cluster key could send it.
+    let real = sim.node(1).id().clone();
+    let phantom = fechter_gossip::NodeId { name: "10.0.0.1:4o73".to_owned(), ..real.clone() };
+    let entry = |node: fechter_gossip::NodeId| DigestEntry {
+        node,
+        heartbeat: 1,
+        max_version: 0,
+        last_gc_version: 0,
+        left: false,
+    };
+    let from_phantom = Envelope {
+        sender: phantom.clone(),
+        sequence: 1,
+        message: Message::Syn { digest: Digest { entries: vec![entry(phantom.clone())], complete: false } },
+    };
+    let listing_phantom = Envelope {
+        sender: real,
+        sequence: 1_000_000,
+        message: Message::Syn { digest: Digest { entries: vec![entry(phantom)], complete: false } },
+    };
+    let before = sim.node(0).stats().dropped_malformed;
+    sim.inject(0, address(1), &encode_datagram("sim", None, &from_phantom));
+    sim.inject(0, address(1), &encode_datagram("sim", None, &listing_phantom));
+    assert_eq!(sim.node(0).known_nodes(), 3, "a phantom node was learned");
+    assert_eq!(sim.node(0).known_generation("10.0.0.1:4o73"), None);
+    assert_eq!(sim.node(0).stats().dropped_malformed, before + 1, "the phantom sender is counted");
+}
