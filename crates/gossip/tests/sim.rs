@@ -686,19 +686,15 @@ fn readings_belong_to_one_generation_on_each_side_and_end_with_a_departure() {
     let before = sim.node(1).reading(&name(0));
     assert!(before.is_some());
     let old_life = fechter_gossip::NodeId { name: name(1), generation: 1, gossip_addr: address(1) };
-    let entry = |node: fechter_gossip::NodeId| DigestEntry {
-        node,
-        heartbeat: 1,
-        max_version: 0,
-        last_gc_version: 0,
-        left: false,
-    };
     let stale = Envelope {
         sender: sim.node(0).id().clone(),
         sequence: 1_000_000,
         message: Message::Syn {
             digest: Digest {
-                entries: vec![entry(sim.node(0).id().clone()), entry(old_life)],
+                entries: vec![
+                    first_heartbeat_entry(sim.node(0).id().clone()),
+                    first_heartbeat_entry(old_life),
+                ],
                 complete: false,
             },
         },
@@ -732,22 +728,19 @@ fn identities_whose_name_is_not_their_address_are_refused_when_names_are_address
     // broken device or a forger without the cluster key could send it.
     let real = sim.node(1).id().clone();
     let phantom = fechter_gossip::NodeId { name: "10.0.0.1:4o73".to_owned(), ..real.clone() };
-    let entry = |node: fechter_gossip::NodeId| DigestEntry {
-        node,
-        heartbeat: 1,
-        max_version: 0,
-        last_gc_version: 0,
-        left: false,
-    };
     let from_phantom = Envelope {
         sender: phantom.clone(),
         sequence: 1,
-        message: Message::Syn { digest: Digest { entries: vec![entry(phantom.clone())], complete: false } },
+        message: Message::Syn {
+            digest: Digest { entries: vec![first_heartbeat_entry(phantom.clone())], complete: false },
+        },
     };
     let listing_phantom = Envelope {
         sender: real,
         sequence: 1_000_000,
-        message: Message::Syn { digest: Digest { entries: vec![entry(phantom)], complete: false } },
+        message: Message::Syn {
+            digest: Digest { entries: vec![first_heartbeat_entry(phantom)], complete: false },
+        },
     };
     let before = sim.node(0).stats().dropped_malformed;
     sim.inject(0, address(1), &encode_datagram("sim", None, &from_phantom));
@@ -755,4 +748,9 @@ fn identities_whose_name_is_not_their_address_are_refused_when_names_are_address
     assert_eq!(sim.node(0).known_nodes(), 3, "a phantom node was learned");
     assert_eq!(sim.node(0).known_generation("10.0.0.1:4o73"), None);
     assert_eq!(sim.node(0).stats().dropped_malformed, before + 1, "the phantom sender is counted");
+}
+
+/// A digest entry naming `node` at its first heartbeat, holding no keys.
+fn first_heartbeat_entry(node: fechter_gossip::NodeId) -> DigestEntry {
+    DigestEntry { node, heartbeat: 1, max_version: 0, last_gc_version: 0, left: false }
 }
