@@ -606,11 +606,7 @@ impl Gossip {
     /// partition) looks alive, but its readings show a lag that grows by one every round: with
     /// 100 ms rounds at 5 nodes this turns `Some(false)` 0.6 to 0.9 s after the cut.
     pub fn hears_me(&self, peer: &str, now: Instant) -> Option<bool> {
-        let record = self.nodes.get(peer).filter(|record| record.id.name != self.id.name)?;
-        let reading = record.reading?;
-        if now.saturating_duration_since(reading.at) > self.reading_freshness() {
-            return None;
-        }
+        let (record, reading) = self.fresh_reading(peer, now)?;
         Some(reading.heartbeat_lag as f64 <= self.tolerated_lag(record, now))
     }
 
@@ -620,12 +616,16 @@ impl Gossip {
     /// but does not yet hold everything is still receiving, which in a large cluster after a
     /// large write takes many rounds.
     pub fn holds_all_mine(&self, peer: &str, now: Instant) -> Option<bool> {
+        let (_, reading) = self.fresh_reading(peer, now)?;
+        Some(reading.max_version >= self.own_max_version())
+    }
+
+    /// A peer's record and its last reading, if that reading is still fresh (see
+    /// `reading_freshness`); `None` for this node itself and an unknown or departed peer.
+    fn fresh_reading(&self, peer: &str, now: Instant) -> Option<(&NodeRecord, Reading)> {
         let record = self.nodes.get(peer).filter(|record| record.id.name != self.id.name)?;
         let reading = record.reading?;
-        if now.saturating_duration_since(reading.at) > self.reading_freshness() {
-            return None;
-        }
-        Some(reading.max_version >= self.own_max_version())
+        (now.saturating_duration_since(reading.at) <= self.reading_freshness()).then_some((record, reading))
     }
 
     fn own_record_mut(&mut self) -> &mut NodeRecord {
