@@ -1,11 +1,10 @@
 //! Leadership and the leader's assignment decisions, as pure functions of the decoded cluster.
 //!
-//! The leader is the live node with the lowest id ([`compare_ids`]) among those that hear this
-//! node (see [`leader`]). Only the leader computes; it
-//! publishes its assignment as `assign:*` keys followed by a `commit` carrying a term and a
-//! sequence number. Every node follows the greatest commit it knows of, alive or dead, by term,
-//! then lower author id, then sequence, and never goes back to an older one, so no node applies an
-//! older leader's decision after a newer one.
+//! The leader is the live node with the lowest id ([`compare_ids`]) among those that hear this node
+//! (see [`leader`]). Only the leader computes; it publishes its assignment as `assign:*` keys
+//! followed by a `commit` carrying a term and a sequence number. Every node follows the greatest
+//! commit it knows of, alive or dead, by term, then lower author id, then sequence, and never goes
+//! back to an older one, so no node applies an older leader's decision after a newer one.
 //!
 //! Moves between live nodes are fenced: an address goes to a new node only once every other live
 //! node has reconciled with the decision the leader builds on (its published `applied`), is not
@@ -18,11 +17,11 @@
 //! node's addresses move in one decision. A leader that sees no eligible node decides nothing: the
 //! last decision stands until someone can hold addresses.
 //!
-//! Unresponsive nodes (see [`crate::acks`]): a live node that is deaf to this node, or that has
-//! not acknowledged a decision for the acknowledgement timeout, gets no new addresses, keeps the
-//! ones the decision gives it that it holds or may still acquire, and no longer holds up any move: it does not hear the
-//! decisions that would coordinate it, so whatever else it holds is a split brain's copy, released
-//! once it hears again. Once it acknowledges again it is an ordinary node.
+//! Unresponsive nodes (see [`crate::acks`]): a live node that is deaf to this node, or that has not
+//! acknowledged a decision for the acknowledgement timeout, gets no new addresses, keeps the ones
+//! the decision gives it that it holds or may still acquire, and no longer holds up any move: it
+//! does not hear the decisions that would coordinate it, so whatever else it holds is a split
+//! brain's copy, released once it hears again. Once it acknowledges again it is an ordinary node.
 //!
 //! Link monitoring: a node publishes the pool interfaces it cannot use (missing, down or without
 //! carrier). The allocation is first computed over all eligible nodes, as if every link were up,
