@@ -130,17 +130,18 @@ impl Settings {
         if addresses == 0 || addresses > 65_000 {
             bail!("SCALE_ADDRESSES must be between 1 and 65000 (the pool is 198.18.0.0/16)");
         }
-        let ack_timeout = match std::env::var("SCALE_ACK_TIMEOUT_S") {
-            Ok(_) => Some(Duration::from_secs(var("SCALE_ACK_TIMEOUT_S", 0)?)),
-            Err(_) => None,
-        };
+        /// A setting without a default: `None` when the variable is not set.
+        fn optional_var(name: &str) -> Result<Option<u64>> {
+            if std::env::var_os(name).is_none() {
+                return Ok(None);
+            }
+            var(name, 0).map(Some)
+        }
+        let ack_timeout = optional_var("SCALE_ACK_TIMEOUT_S")?.map(Duration::from_secs);
         let setup_limit = Duration::from_secs(var("SCALE_SETUP_LIMIT_S", 3600)?);
-        let interval = match std::env::var("SCALE_INTERVAL_MS") {
-            Ok(_) => match var("SCALE_INTERVAL_MS", 0)? {
-                0 => bail!("SCALE_INTERVAL_MS must be at least 1"),
-                millis => Some(Duration::from_millis(millis)),
-            },
-            Err(_) => None,
+        let interval = match optional_var("SCALE_INTERVAL_MS")? {
+            Some(0) => bail!("SCALE_INTERVAL_MS must be at least 1"),
+            millis => millis.map(Duration::from_millis),
         };
         Ok(Settings { nodes, addresses, seed: var("SCALE_SEED", 2026)?, ack_timeout, setup_limit, interval })
     }
